@@ -1,0 +1,266 @@
+"""The backbone registry: named pretrained feature extractors, with their preprocessing and blocks.
+
+>>> list_backbones("*net*")
+['efficientnet_b0', 'mobilenet_v2', 'resnet50_v2']
+>>> backbone = get_backbone("mobilenet_v2", input_shape=(96, 96, 3), weights=None, alpha=0.35)
+>>> get_backbone_spec("mobilenet_v2").blocks(backbone)["block_11"]
+98
+
+Third-party packages add backbones through the ``transferkit.backbones`` entry-point group: the
+entry point names a `BackboneSpec`, or a module whose import calls `register_backbone`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+__all__ = [
+    "BackboneSpec",
+    "WeightsUnavailableError",
+    "register_backbone",
+    "get_backbone",
+    "get_backbone_spec",
+    "list_backbones",
+]
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "transferkit.backbones"
+
+_REGISTRY: dict[str, "BackboneSpec"] = {}
+_plugins_loaded = False
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but could not be downloaded or read."""
+
+
+def _preprocessing_layer(mode: str) -> keras.layers.Layer | None:
+    if mode == "tf":  # [-1, 1], as keras.applications' "tf" preprocess_input
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")
+    if mode == "torch":  # ImageNet mean/std on [0, 1]
+        mean = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+        variance = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
+        return keras.layers.Normalization(mean=mean, variance=variance, name="preprocessing")
+    if mode == "none":  # the network scales its own 0-255 input
+        return None
+    raise ValueError(f"Unknown preprocessing mode {mode!r}; use 'tf', 'torch' or 'none'.")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What transferkit needs to know about a backbone.
+
+    Attributes:
+        name: registry name.
+        build: ``build(input_shape, weights, **options) -> keras.Model``, the network without its
+            classifier top; ``weights`` is ``"imagenet"``, ``None`` or a file path.
+        default_image_size: (height, width) the pretrained weights were trained at.
+        preprocessing: ``"tf"`` (scale 0-255 to [-1, 1]), ``"torch"`` (ImageNet mean/std) or
+            ``"none"`` (the network does its own).
+        block_pattern: regular expression whose first group names a layer's block; the blocks are
+            the unfreeze points offered besides plain layer indices.
+        weights_hint: file name Keras caches the ImageNet weights under, for error messages.
+    """
+
+    name: str
+    build: Callable[..., keras.Model]
+    default_image_size: tuple[int, int] = (224, 224)
+    preprocessing: str = "tf"
+    block_pattern: str | None = None
+    description: str = ""
+    weights_hint: str = ""
+    options: dict = field(default_factory=dict)
+
+    def preprocessing_layer(self) -> keras.layers.Layer | None:
+        """A fresh Keras layer mapping 0-255 pixels to what the backbone expects (None if nothing)."""
+        return _preprocessing_layer(self.preprocessing)
+
+    def blocks(self, model: keras.Model) -> dict[str, int]:
+        """``{block name: index of its first layer in model.layers}``, in network order."""
+        if not self.block_pattern:
+            return {}
+        pattern = re.compile(self.block_pattern)
+        found: dict[str, int] = {}
+        for index, layer in enumerate(model.layers):
+            match = pattern.match(layer.name)
+            if match and match.group(1) not in found:
+                found[match.group(1)] = index
+        return found
+
+
+def register_backbone(
+    name: str,
+    *,
+    default_image_size: tuple[int, int] = (224, 224),
+    preprocessing: str = "tf",
+    block_pattern: str | None = None,
+    description: str = "",
+    weights_hint: str = "",
+    override: bool = False,
+):
+    """Decorator registering ``build(input_shape, weights, **options)`` under ``name``.
+
+    >>> @register_backbone("tiny_cnn", default_image_size=(32, 32), preprocessing="tf",
+    ...                    block_pattern=r"^(block\\d+)_", override=True)
+    ... def tiny_cnn(input_shape, weights, **options):
+    ...     inputs = keras.Input(input_shape)
+    ...     x = keras.layers.Conv2D(4, 3, name="block1_conv")(inputs)
+    ...     x = keras.layers.Conv2D(4, 3, name="block2_conv")(x)
+    ...     return keras.Model(inputs, x, name="tiny_cnn")
+    >>> "tiny_cnn" in list_backbones()
+    True
+    """
+    _preprocessing_layer(preprocessing)  # fail at registration, not at training time
+
+    def decorator(build):
+        spec = BackboneSpec(
+            name=name,
+            build=build,
+            default_image_size=tuple(default_image_size),
+            preprocessing=preprocessing,
+            block_pattern=block_pattern,
+            description=description or (build.__doc__ or "").strip().split("\n")[0],
+            weights_hint=weights_hint,
+        )
+        _add(spec, override)
+        return build
+
+    return decorator
+
+
+def _add(spec: BackboneSpec, override: bool = False) -> None:
+    if spec.name in _REGISTRY and not override and _REGISTRY[spec.name].build is not spec.build:
+        raise ValueError(f"A backbone named {spec.name!r} is already registered; pass override=True to replace it.")
+    _REGISTRY[spec.name] = spec
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the registry down with it
+            log.warning("Backbone plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(obj, BackboneSpec):
+            _add(obj)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered backbone names matching a shell-style ``pattern``, sorted."""
+    _load_plugins()
+    return sorted(fnmatch.filter(_REGISTRY, pattern))
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise KeyError(f"Unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def get_backbone(
+    name: str,
+    input_shape: tuple[int, int, int] | None = None,
+    weights: str | os.PathLike | None = "imagenet",
+    **options,
+) -> keras.Model:
+    """Build backbone ``name`` (no classifier top) for ``input_shape`` with ``weights``.
+
+    ``weights`` is ``"imagenet"`` (downloaded into, or found in, the Keras cache), ``None``
+    (random initialisation) or the path of a Keras weights file for this backbone. Extra keyword
+    ``options`` go to the constructor (e.g. MobileNetV2's ``alpha``).
+    """
+    spec = get_backbone_spec(name)
+    if input_shape is None:
+        input_shape = (*spec.default_image_size, 3)
+    if weights is not None and weights != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Weights file not found: {path}. Pass weights='imagenet', None, or the path of an existing file."
+            )
+        try:
+            return spec.build(tuple(input_shape), str(path), **options)
+        except (ValueError, OSError, KeyError) as exc:
+            raise WeightsUnavailableError(
+                f"Could not load {path} into backbone {name!r} ({exc}). The file must hold this backbone's "
+                "weights without the classifier top (include_top=False), for the same options (e.g. alpha)."
+            ) from exc
+    if weights == "imagenet":
+        try:
+            return spec.build(tuple(input_shape), "imagenet", **options)
+        except Exception as exc:
+            if not _is_download_failure(exc):
+                raise
+            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+            hint = f" ({spec.weights_hint})" if spec.weights_hint else ""
+            raise WeightsUnavailableError(
+                f"Could not download the ImageNet weights for backbone {name!r}: {exc}. Either pass "
+                f"weights='/path/to/weights.h5' (this backbone's Keras weights without the top), "
+                f"or put the file Keras expects{hint} into the Keras cache at {cache}/."
+            ) from exc
+    return spec.build(tuple(input_shape), None, **options)
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    import urllib.error
+
+    while exc is not None:
+        if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError)):
+            return True
+        if "URL fetch failure" in str(exc) or "fetch failure" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# -- built-in backbones (keras.applications) ----------------------------------------------------
+
+
+@register_backbone(
+    "mobilenet_v2",
+    default_image_size=(224, 224),
+    preprocessing="tf",
+    block_pattern=r"^(block_\d+)_",
+    weights_hint="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_<size>_no_top.h5",
+)
+def _mobilenet_v2(input_shape, weights, **options):
+    """MobileNetV2 (keras.applications); 154 layers at alpha 1.0, blocks block_1 ... block_16."""
+    return keras.applications.MobileNetV2(include_top=False, input_shape=input_shape, weights=weights, **options)
+
+
+@register_backbone(
+    "efficientnet_b0",
+    default_image_size=(224, 224),
+    preprocessing="none",
+    block_pattern=r"^(block\d+[a-z])_",
+    weights_hint="efficientnetb0_notop.h5",
+)
+def _efficientnet_b0(input_shape, weights, **options):
+    """EfficientNetB0 (keras.applications); rescales its own 0-255 input; blocks block1a ... block7a."""
+    return keras.applications.EfficientNetB0(include_top=False, input_shape=input_shape, weights=weights, **options)
+
+
+@register_backbone(
+    "resnet50_v2",
+    default_image_size=(224, 224),
+    preprocessing="tf",
+    block_pattern=r"^(conv\d_block\d+)_",
+    weights_hint="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+)
+def _resnet50_v2(input_shape, weights, **options):
+    """ResNet50V2 (keras.applications); blocks conv2_block1 ... conv5_block3."""
+    return keras.applications.ResNet50V2(include_top=False, input_shape=input_shape, weights=weights, **options)

@@ -1,0 +1,357 @@
+"""The dataset factory: a folder of class folders in, verified and split ``tf.data`` pipelines out.
+
+>>> import tempfile, pathlib
+>>> from PIL import Image
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> for name, colour in [("cats", "red"), ("dogs", "blue")]:
+...     (root / name).mkdir()
+...     for i in range(10):
+...         Image.new("RGB", (24, 20), colour).save(root / name / f"{i}.png")
+>>> data = ImageFolder(root, image_size=(16, 16), batch_size=4, split=(0.6, 0.2, 0.2), seed=1)
+>>> data.class_names, data.report.counts["train"]
+(['cats', 'dogs'], {'cats': 6, 'dogs': 6})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.images import ImageReadError, read_image
+
+__all__ = ["ImageFolder", "DatasetReport", "SkippedFile", "stratified_split"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_VALIDATION_FOLDER_NAMES = ("validation", "val", "valid")
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass
+class DatasetReport:
+    """What was found: images per split and class, and every file skipped with the reason."""
+
+    root: Path
+    class_names: list[str]
+    counts: dict[str, dict[str, int]]
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        splits = [s for s in SPLITS if s in self.counts]
+        width = max([len(c) for c in self.class_names] + [5])
+        lines = [f"Images in {self.root}", f"{'class':<{width}}" + "".join(f"{s:>12}" for s in splits)]
+        for name in self.class_names:
+            lines.append(f"{name:<{width}}" + "".join(f"{self.counts[s][name]:>12}" for s in splits))
+        totals = [sum(self.counts[s].values()) for s in splits]
+        lines.append(f"{'total':<{width}}" + "".join(f"{t:>12}" for t in totals))
+        lines.append(f"skipped: {len(self.skipped)} file(s)")
+        lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped)
+        return "\n".join(lines)
+
+
+def stratified_split(labels, fractions, seed) -> tuple[np.ndarray, ...]:
+    """Split positions ``0..len(labels)-1`` into ``len(fractions)`` disjoint, class-stratified parts.
+
+    Within each class the positions are shuffled with ``seed`` and cut by rounding
+    ``count * fraction`` for every part but the first, which takes the rest. Same labels and seed,
+    same split.
+
+    >>> [p.tolist() for p in stratified_split([0, 0, 0, 0, 1, 1, 1, 1], (0.5, 0.5), seed=0)]
+    [[1, 2, 5, 7], [0, 3, 4, 6]]
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        sizes = [int(round(len(members) * f)) for f in fractions[1:]]
+        while sum(sizes) > len(members):  # rounding up in several parts can overshoot by one
+            sizes[int(np.argmax(sizes))] -= 1
+        start = len(members) - sum(sizes)
+        parts[0].append(members[:start])
+        for i, size in enumerate(sizes, start=1):
+            parts[i].append(members[start : start + size])
+            start += size
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder not found: {folder}")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        found = f"only {classes[0].name!r}" if classes else "none"
+        raise ValueError(
+            f"{folder} needs at least two class folders (e.g. {folder}/cats/, {folder}/dogs/), found {found}."
+        )
+    return classes
+
+
+def _files_in(class_folder: Path) -> list[Path]:
+    files = sorted(p for p in class_folder.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"Class folder {class_folder} is empty: put its images there or remove the folder.")
+    return files
+
+
+def _validate_fractions(split) -> tuple[float, ...]:
+    fractions = tuple(float(f) for f in split)
+    if len(fractions) not in (2, 3) or min(fractions) < 0 or fractions[0] <= 0 or fractions[1] <= 0:
+        raise ValueError(
+            f"split={split!r}: give (train, validation) or (train, validation, test) fractions, "
+            "train and validation above 0, e.g. (0.8, 0.1, 0.1)."
+        )
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split={split!r} sums to {sum(fractions):g}; the fractions must sum to 1.")
+    return fractions
+
+
+class ImageFolder:
+    """Verified, decoded, split image data from a class-per-folder tree.
+
+    ``directory`` is either a root of class folders (``root/cats/*.jpg``, ``root/dogs/*.jpg``),
+    split by ``split`` on the file list, stratified per class with ``seed``; or a root that already
+    has ``train/`` and ``validation/`` (or ``val/``) and optionally ``test/`` folders of class
+    folders, used as given (``split`` is then ignored).
+
+    Every file is decoded once, up front: files that cannot be used (empty, corrupt, truncated,
+    not an image) are skipped and listed in ``report`` (or raise, with ``on_bad_file="raise"``);
+    nothing is ever deleted or moved. The decoded, resized pixels are kept, in memory or, with
+    ``cache_dir``, in a memory-mapped file there that later runs on the same files reuse.
+
+    Attributes:
+        train, validation, test: ``tf.data.Dataset`` of ``(float32 images 0-255, int32 labels)``
+            batches; only ``train`` is reshuffled every epoch. ``test`` is None when there is none.
+        class_names: sorted class folder names; label ``i`` is ``class_names[i]``.
+        class_weights: ``{label: weight}`` balancing the training classes, for ``fit(class_weight=...)``.
+        report: a `DatasetReport`.
+    """
+
+    def __init__(
+        self,
+        directory: os.PathLike | str,
+        image_size: tuple[int, int] = (160, 160),
+        batch_size: int = 32,
+        split: tuple[float, ...] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        crop_to_aspect_ratio: bool = False,
+        on_bad_file: str = "skip",
+        cache_dir: os.PathLike | str | None = None,
+        verbose: int = 0,
+        num_workers: int | None = None,
+    ):
+        if on_bad_file not in ("skip", "raise"):
+            raise ValueError(f"on_bad_file={on_bad_file!r}: use 'skip' or 'raise'.")
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size={image_size!r}: give (height, width) in pixels.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be at least 1.")
+        self.root = Path(directory)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.crop_to_aspect_ratio = crop_to_aspect_ratio
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+        sources = self._find_sources(split)
+        self.class_names = [p.name for p in next(iter(sources.values()))]
+        paths, labels, origin = [], [], []
+        for split_name, class_folders in sources.items():
+            for label, folder in enumerate(class_folders):
+                files = _files_in(folder)
+                paths += files
+                labels += [label] * len(files)
+                origin += [split_name] * len(files)
+        self._paths = paths
+        self._labels = np.asarray(labels, dtype=np.int32)
+        self._images, skipped = self._decode_all(on_bad_file, verbose, num_workers)
+        bad = {s.path for s in skipped}
+        good = np.asarray([p not in bad for p in paths])
+        for split_name, class_folders in sources.items():
+            for label, folder in enumerate(class_folders):
+                if not np.any(good & (self._labels == label) & (np.asarray(origin) == split_name)):
+                    raise ValueError(f"No readable images in {folder}; see the skipped files in the report.")
+
+        if "train" in sources and len(sources) > 1:
+            self._indices = {
+                name: np.flatnonzero(good & (np.asarray(origin) == name)) for name in sources
+            }
+        else:
+            fractions = _validate_fractions(split)
+            good_positions = np.flatnonzero(good)
+            parts = stratified_split(self._labels[good_positions], fractions, seed)
+            self._indices = {name: good_positions[p] for name, p in zip(SPLITS, parts)}
+        for name in ("train", "validation"):
+            if len(self._indices[name]) == 0:
+                raise ValueError(
+                    f"The {name} split of {self.root} is empty: add images or change split={split!r}."
+                )
+
+        counts = {
+            name: {c: int(np.sum(self._labels[idx] == i)) for i, c in enumerate(self.class_names)}
+            for name, idx in self._indices.items()
+        }
+        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped)
+        log.info("%s", self.report)
+
+        self.train = self._dataset(self._indices["train"], training=True)
+        self.validation = self._dataset(self._indices["validation"], training=False)
+        test = self._indices.get("test")
+        self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def _find_sources(self, split) -> dict[str, list[Path]]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Image folder not found: {self.root}")
+        if not (self.root / "train").is_dir():
+            return {"train": _class_folders(self.root)}
+        validation = next(
+            (self.root / n for n in _VALIDATION_FOLDER_NAMES if (self.root / n).is_dir()), None
+        )
+        if validation is None:
+            raise ValueError(
+                f"{self.root} has a train/ folder but no validation/ (or val/) folder next to it; add one, "
+                f"or point ImageFolder at {self.root / 'train'} to split it with split={split!r}."
+            )
+        sources = {"train": _class_folders(self.root / "train"), "validation": _class_folders(validation)}
+        if (self.root / "test").is_dir():
+            sources["test"] = _class_folders(self.root / "test")
+        expected = [p.name for p in sources["train"]]
+        for name, folders in sources.items():
+            if [p.name for p in folders] != expected:
+                raise ValueError(
+                    f"Class folders differ between splits: {self.root / 'train'} has {expected}, "
+                    f"the {name} folder has {[p.name for p in folders]}."
+                )
+        return sources
+
+    # -- decoding, once -----------------------------------------------------------------------
+
+    def _cache_key(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([_CACHE_FORMAT, self.image_size, self.crop_to_aspect_ratio]).encode())
+        for path in self._paths:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:24]
+
+    def _decode_all(self, on_bad_file: str, verbose: int, num_workers: int | None):
+        shape = (len(self._paths), *self.image_size, 3)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            key = self._cache_key()
+            array_file = self.cache_dir / f"images-{key}.npy"
+            meta_file = self.cache_dir / f"images-{key}.json"
+            if array_file.exists() and meta_file.exists():
+                log.info("Reusing decoded images from %s", array_file)
+                skipped = [SkippedFile(Path(p), r) for p, r in json.loads(meta_file.read_text())["skipped"]]
+                return np.load(array_file, mmap_mode="r"), skipped
+            partial = array_file.with_suffix(".partial.npy")
+            images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        else:
+            images = np.empty(shape, dtype=np.uint8)
+
+        def decode(i: int):
+            try:
+                images[i] = read_image(self._paths[i], self.image_size, self.crop_to_aspect_ratio)
+                return None
+            except ImageReadError as exc:
+                if on_bad_file == "raise":
+                    raise
+                images[i] = 0
+                return SkippedFile(exc.path, exc.reason)
+
+        progress = None
+        if verbose:
+            from keras.utils import Progbar
+
+            print(f"Verifying and decoding {len(self._paths)} images in {self.root}")
+            progress = Progbar(len(self._paths), unit_name="image")
+        skipped = []
+        workers = num_workers or min(8, (os.cpu_count() or 1) + 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for n, result in enumerate(pool.map(decode, range(len(self._paths))), start=1):
+                if result is not None:
+                    skipped.append(result)
+                    log.warning("Skipping %s: %s", result.path, result.reason)
+                if progress is not None and (n % 64 == 0 or n == len(self._paths)):
+                    progress.update(n)
+
+        if self.cache_dir is not None:
+            images.flush()
+            del images
+            os.replace(partial, array_file)
+            meta = {"skipped": [[str(s.path), s.reason] for s in skipped]}
+            meta_file.write_text(json.dumps(meta))
+            return np.load(array_file, mmap_mode="r"), skipped
+        return images, skipped
+
+    # -- pipelines ----------------------------------------------------------------------------
+
+    def _dataset(self, indices: np.ndarray, training: bool):
+        import tensorflow as tf
+
+        images, labels = self._images, self._labels
+        height, width = self.image_size
+
+        def gather(batch_indices):
+            return images[batch_indices], labels[batch_indices]
+
+        def load(batch_indices):
+            x, y = tf.numpy_function(gather, [batch_indices], (tf.uint8, tf.int32), stateful=False)
+            x = tf.ensure_shape(tf.cast(x, tf.float32), [None, height, width, 3])
+            return x, tf.ensure_shape(y, [None])
+
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+        if training:
+            ds = ds.shuffle(len(indices), seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(self.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    # -- what users ask of it -----------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_weights(self) -> dict[int, float]:
+        counts = np.bincount(self._labels[self._indices["train"]], minlength=self.num_classes)
+        total = counts.sum()
+        return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+    def files(self, split: str = "validation") -> list[Path]:
+        """Paths of a split, in the order its (unshuffled) dataset yields them."""
+        return [self._paths[i] for i in self._split_indices(split)]
+
+    def labels(self, split: str = "validation") -> np.ndarray:
+        """Integer labels of a split, in dataset order."""
+        return self._labels[self._split_indices(split)].copy()
+
+    def images(self, split: str = "validation") -> np.ndarray:
+        """Decoded uint8 pixels of a split, in dataset order (a copy)."""
+        return np.asarray(self._images[self._split_indices(split)])
+
+    def _split_indices(self, split: str) -> np.ndarray:
+        if split not in self._indices or len(self._indices[split]) == 0:
+            raise KeyError(f"No {split!r} split here; available: {sorted(self._indices)}")
+        return self._indices[split]
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self._indices.items())
+        return f"ImageFolder({str(self.root)!r}, classes={self.class_names}, {sizes})"
