@@ -42,8 +42,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits instead of letting convert() clip at 255.
         array = np.asarray(img, dtype=np.float64)
-        peak = array.max() or 1.0
-        img = Image.fromarray((array * (255.0 / max(peak, 255.0))).astype(np.uint8), "L")
+        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0
+        img = Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8), "L")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 

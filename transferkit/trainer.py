@@ -66,6 +66,20 @@ class TrainingResult:
         start = 0 if phase == 1 else self.phase_boundary
         return float(values[end - 1]) if end > start else None
 
+    def evaluate(self, data, split: str = "validation"):
+        """`transferkit.evaluate.evaluate` with this run's classifier."""
+        from transferkit.evaluate import evaluate
+
+        return evaluate(self.classifier, data, split=split)
+
+    def plot(self, directory) -> list:
+        """Write ``training_curves.png`` (both phases, boundary marked) into ``directory``."""
+        from pathlib import Path
+
+        from transferkit.plots import plot_history
+
+        return [plot_history(self.history, self.phase_boundary, Path(directory) / "training_curves.png")]
+
 
 def _merge_histories(first: dict, second: dict) -> dict[str, list[float]]:
     n1 = len(next(iter(first.values()), []))

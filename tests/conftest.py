@@ -1,0 +1,66 @@
+"""Shared fixtures: small generated image trees, and one tiny trained model reused by many tests."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+# Each class gets its own colour, so a tiny model can learn them in a step or two.
+COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40), (200, 200, 40)]
+
+
+def make_image(path: Path, colour, size=(40, 36), seed=0, mode="RGB", fmt=None):
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_tree(root: Path, counts: dict, ext=".png", size=(40, 36)) -> Path:
+    """``root/<class>/<i><ext>`` with ``counts[class]`` images of that class's colour."""
+    for c, (name, n) in enumerate(counts.items()):
+        for i in range(n):
+            make_image(root / name / f"{name}_{i:03d}{ext}", COLOURS[c], size=size, seed=c * 1000 + i)
+    return root
+
+
+@pytest.fixture
+def two_class_tree(tmp_path):
+    return make_tree(tmp_path / "pets", {"cats": 12, "dogs": 12})
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    from transferkit import ImageFolder
+
+    root = make_tree(tmp_path_factory.mktemp("tiny") / "pets", {"cats": 16, "dogs": 16})
+    return ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.25, 0.25), seed=3)
+
+
+def tiny_trainer(**overrides):
+    from transferkit import TwoPhaseTrainer
+
+    settings = dict(weights=None, backbone_options={"alpha": 0.35}, unfreeze_from="block_15",
+                    learning_rate=1e-3, seed=0)
+    settings.update(overrides)
+    return TwoPhaseTrainer(**settings)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data):
+    """A tiny binary run (1 + 1 epochs) shared by the tests that only read its results."""
+    trainer = tiny_trainer()
+    result = trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, verbose=0)
+    return trainer, result

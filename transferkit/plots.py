@@ -1,0 +1,174 @@
+"""Pictures, as PNG files: training curves with the phase boundary, confusion matrix, top losses,
+sample predictions and Grad-CAM heatmaps.
+
+Every function returns the path it wrote. Figures are drawn with matplotlib's object API
+(``matplotlib.figure.Figure``), so no display or pyplot state is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "plot_history",
+    "plot_confusion_matrix",
+    "plot_top_losses",
+    "plot_predictions",
+    "plot_gradcam",
+    "gradcam",
+]
+
+
+def _save(fig: Figure, path: os.PathLike | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_history(history: dict, phase_boundary: int | None, path: os.PathLike | str) -> Path:
+    """Accuracy and loss per epoch (training and validation), the start of fine-tuning marked."""
+    fig = Figure(figsize=(8, 7))
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            if key in history:
+                values = history[key]
+                ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        if phase_boundary:
+            ax.axvline(phase_boundary + 0.5, color="grey", linestyle="--", label="start of fine-tuning")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+    axes[0].set_title("Training and validation accuracy / loss")
+    axes[1].set_xlabel("epoch")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(evaluation, path: os.PathLike | str) -> Path:
+    """The confusion matrix with counts in each cell (rows true, columns predicted)."""
+    cm = evaluation.confusion_matrix
+    names = evaluation.class_names
+    size = max(4, 0.8 * len(names) + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
+    image = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2 if cm.size else 0
+    for (t, p), count in np.ndenumerate(cm):
+        ax.text(p, t, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+    ax.set_title(f"Confusion matrix (accuracy {evaluation.accuracy:.1%})")
+    return _save(fig, path)
+
+
+def _grid(count: int, columns: int = 3):
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    fig = Figure(figsize=(3 * columns, 3.3 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes
+
+
+def _pixels(item_image, item_file, image_size):
+    from transferkit.images import read_image
+
+    if item_image is not None:
+        return np.asarray(item_image, dtype=np.uint8)
+    return read_image(item_file, image_size)
+
+
+def plot_top_losses(evaluation, path: os.PathLike | str, k: int = 9) -> Path:
+    """The ``k`` highest-loss images: true / predicted label, probability of the prediction, loss."""
+    top = [t for t in evaluation.top_losses(k) if t.image is not None or t.file is not None]
+    fig, axes = _grid(max(1, len(top)))
+    for ax, item in zip(axes, top):
+        size = item.image.shape[:2] if item.image is not None else (160, 160)
+        ax.imshow(_pixels(item.image, item.file, size))
+        colour = "red" if item.true != item.predicted else "green"
+        ax.set_title(f"true {item.true} / pred {item.predicted}\np={item.probability:.2f} loss={item.loss:.2f}",
+                     color=colour, fontsize=9)
+        if item.file is not None:
+            ax.text(0.5, -0.04, Path(item.file).name, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+    if not top:
+        axes[0].text(0.5, 0.5, "no images kept", ha="center")
+    fig.suptitle("Top losses (most confidently wrong first)")
+    return _save(fig, path)
+
+
+def plot_predictions(classifier, images: np.ndarray, path: os.PathLike | str, labels=None, columns: int = 4) -> Path:
+    """A grid of images with the predicted class and its probability (and the true class, if given)."""
+    images = np.asarray(images)
+    probabilities = classifier.predict(images)
+    fig, axes = _grid(len(images), columns)
+    for i, (ax, image, probs) in enumerate(zip(axes, images, probabilities)):
+        ax.imshow(image.astype(np.uint8))
+        predicted = int(np.argmax(probs))
+        title = f"{classifier.class_names[predicted]} ({probs[predicted]:.2f})"
+        colour = "black"
+        if labels is not None:
+            colour = "green" if int(labels[i]) == predicted else "red"
+            title += f"\ntrue {classifier.class_names[int(labels[i])]}"
+        ax.set_title(title, color=colour, fontsize=9)
+    fig.suptitle("Sample predictions")
+    return _save(fig, path)
+
+
+def gradcam(classifier, images: np.ndarray, class_index: int | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps in [0, 1], one ``(height, width)`` map per image.
+
+    The map weighs the backbone's last feature map by the gradient of the predicted (or
+    ``class_index``) probability with respect to it.
+    """
+    import keras
+    import tensorflow as tf
+
+    layers = classifier.model.layers[1:]
+    position = next((i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)), None)
+    if position is None:
+        raise ValueError("Grad-CAM needs a model with a backbone sub-model; none found.")
+    before, backbone, after = layers[:position], layers[position], layers[position + 1 :]
+    x = tf.convert_to_tensor(np.asarray(images, dtype="float32"))
+    for layer in before:
+        x = layer(x)
+    features = backbone(x, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        y = features
+        for layer in after:
+            y = layer(y)
+        chosen = tf.argmax(y, axis=-1) if class_index is None else tf.fill([tf.shape(y)[0]], class_index)
+        score = tf.gather(y, chosen, axis=1, batch_dims=1)
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+    cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+    cam = tf.image.resize(cam[..., None], classifier.image_size)[..., 0]
+    return cam.numpy()
+
+
+def plot_gradcam(classifier, images: np.ndarray, path: os.PathLike | str, columns: int = 4) -> Path:
+    """Each image with its Grad-CAM heatmap laid over it and the predicted class."""
+    images = np.asarray(images)
+    maps = gradcam(classifier, images)
+    probabilities = classifier.predict(images)
+    fig, axes = _grid(len(images), columns)
+    for ax, image, heat, probs in zip(axes, images, maps, probabilities):
+        ax.imshow(image.astype(np.uint8))
+        ax.imshow(heat, cmap="jet", alpha=0.4)
+        predicted = int(np.argmax(probs))
+        ax.set_title(f"{classifier.class_names[predicted]} ({probs[predicted]:.2f})", fontsize=9)
+    fig.suptitle("Grad-CAM: where the model looks")
+    return _save(fig, path)

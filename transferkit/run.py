@@ -1,0 +1,65 @@
+"""Everything a finished training run leaves behind, written into one folder.
+
+``save_run`` is what ``examples/cats_vs_dogs.py`` and ``transferkit train`` share: the model, a
+``metrics.json``, and the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from transferkit import plots
+from transferkit.evaluate import evaluate
+
+__all__ = ["save_run", "RUN_FILES"]
+
+#: File names ``save_run`` writes.
+RUN_FILES = (
+    "model.keras",
+    "metrics.json",
+    "training_curves.png",
+    "confusion_matrix.png",
+    "top_losses.png",
+    "predictions.png",
+    "gradcam.png",
+)
+
+
+def save_run(trainer, result, data, output: os.PathLike | str, split: str = "validation", overwrite: bool = False) -> dict:
+    """Evaluate ``result`` on ``data``'s ``split`` and write the run into ``output``.
+
+    Returns the metrics written to ``metrics.json`` (with the paths of the files under ``"files"``).
+    Existing files are only replaced with ``overwrite=True``.
+    """
+    output = Path(output)
+    existing = [name for name in RUN_FILES if (output / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output} already holds {', '.join(existing)}; pass overwrite to replace them.")
+    output.mkdir(parents=True, exist_ok=True)
+    evaluation = evaluate(result.classifier, data, split=split)
+    files = [result.classifier.save(output / "model.keras", overwrite=True)]
+    files += result.plot(output)
+    files += evaluation.plot(output)
+    rng = np.random.default_rng(0)
+    picks = np.sort(rng.choice(len(evaluation.labels), size=min(12, len(evaluation.labels)), replace=False))
+    images = data.images(split)[picks]
+    files.append(plots.plot_predictions(result.classifier, images, output / "predictions.png", labels=evaluation.labels[picks]))
+    files.append(plots.plot_gradcam(result.classifier, images[:8], output / "gradcam.png"))
+    metrics = {
+        "split": split,
+        "evaluation": evaluation.to_dict(),
+        "val_accuracy_phase1": result.final("val_accuracy", phase=1),
+        "val_accuracy_phase2": result.final("val_accuracy", phase=2),
+        "phase_boundary": result.phase_boundary,
+        "phase_seconds": list(result.phase_seconds),
+        "history": result.history,
+        "trainer": trainer.get_config(),
+        "data": {"root": str(data.root), "counts": data.report.counts, "skipped": len(data.report.skipped)},
+        "files": [str(f) for f in files] + [str(output / "metrics.json")],
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return metrics
