@@ -317,9 +317,16 @@ class ImageFolder:
             x = tf.ensure_shape(tf.cast(x, tf.float32), [None, height, width, 3])
             return x, tf.ensure_shape(y, [None])
 
-        ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+        indices = np.asarray(indices, dtype=np.int64)
         if training:
-            ds = ds.shuffle(len(indices), seed=self.seed, reshuffle_each_iteration=True)
+            # A NumPy generator, not Dataset.shuffle: its order would also depend on TensorFlow's
+            # global seed at the time the dataset was made. Each pass draws a fresh permutation.
+            rng = np.random.default_rng(self.seed)
+            ds = tf.data.Dataset.from_generator(
+                lambda: iter(rng.permutation(indices)), output_signature=tf.TensorSpec((), tf.int64)
+            ).apply(tf.data.experimental.assert_cardinality(len(indices)))
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(indices)
         ds = ds.batch(self.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 

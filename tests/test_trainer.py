@@ -1,0 +1,168 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_tree, tiny_trainer
+from transferkit import ClassifierHead, ImageFolder, load_model
+
+
+class PhaseProbe(keras.callbacks.Callback):
+    """Records, at the start and end of each phase, what the trainer set up."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts, self.ends, self.epochs = [], [], []
+
+    def snapshot(self):
+        backbone = next(l for l in self.model.layers if l.name.startswith("mobilenetv2"))
+        bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+        return {
+            "trainable_weights": len(self.model.trainable_weights),
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "moving_means": [keras.ops.convert_to_numpy(b.moving_mean).copy() for b in bns],
+        }
+
+    def on_train_begin(self, logs=None):
+        self.starts.append(self.snapshot())
+        self.epochs.append([])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs[-1].append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.ends.append(self.snapshot())
+
+
+def backbone_of(trainer):
+    return trainer.backbone_model
+
+
+def expected_phase2_trainables(trainer, index):
+    """Trainable weights in phase 2: the head's plus those of non-BN backbone layers from index on."""
+    layers = backbone_of(trainer).layers[index:]
+    backbone = sum(len(l.trainable_weights) for l in layers if not isinstance(l, keras.layers.BatchNormalization))
+    return backbone + 2  # head: logits kernel and bias
+
+
+@pytest.mark.parametrize("unfreeze_from", [100, "block_15", "block_16_project"])
+def test_trainable_weights_before_and_after_the_switch(tiny_data, unfreeze_from):
+    trainer = tiny_trainer(unfreeze_from=unfreeze_from)
+    trainer.build(tiny_data.class_names, tiny_data.image_size)
+    trainer.freeze_backbone()
+    assert len(trainer.model.trainable_weights) == 2
+    index = trainer.unfreeze_top()
+    names = [l.name for l in backbone_of(trainer).layers]
+    assert index == (unfreeze_from if isinstance(unfreeze_from, int) else
+                     names.index("block_15_expand" if unfreeze_from == "block_15" else unfreeze_from))
+    assert all(not l.trainable for l in backbone_of(trainer).layers[:index])
+    assert len(trainer.model.trainable_weights) == expected_phase2_trainables(trainer, index)
+    assert expected_phase2_trainables(trainer, index) > 2
+
+
+def test_fit_runs_both_phases_as_set_up(tiny_data):
+    probe = PhaseProbe()
+    trainer = tiny_trainer(unfreeze_from="block_14", learning_rate=2e-3, fine_tune_lr_factor=0.1)
+    result = trainer.fit(tiny_data, epochs=2, fine_tune_epochs=2, callbacks=[probe], verbose=0)
+
+    assert probe.epochs == [[0, 1], [2, 3]]  # phase 2 continues the count, no extra epoch
+    assert result.phase_boundary == 2 and len(result.history["val_accuracy"]) == 4
+    assert set(result.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert probe.starts[0]["trainable_weights"] == 2
+    index = trainer.unfreeze_index()
+    assert probe.starts[1]["trainable_weights"] == expected_phase2_trainables(trainer, index)
+    assert probe.starts[0]["learning_rate"] == pytest.approx(2e-3)
+    assert probe.starts[1]["learning_rate"] == pytest.approx(2e-4)
+    assert result.final("val_accuracy", phase=1) == result.history["val_accuracy"][1]
+    # BatchNorm stays frozen in phase 2: no moving statistic changed.
+    for before, after in zip(probe.starts[1]["moving_means"], probe.ends[1]["moving_means"]):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_unfrozen_batchnorm_does_change_when_asked(tiny_data):
+    probe = PhaseProbe()
+    tiny_trainer(unfreeze_from="block_14", freeze_batchnorm=False).fit(
+        tiny_data, epochs=0, fine_tune_epochs=1, callbacks=[probe], verbose=0)
+    changed = [not np.array_equal(b, a) for b, a in zip(probe.starts[0]["moving_means"], probe.ends[0]["moving_means"])]
+    assert any(changed)
+
+
+def test_phase_one_only(tiny_data):
+    result = tiny_trainer().fit(tiny_data, epochs=1, fine_tune_epochs=0, verbose=0)
+    assert result.phase_boundary == 1 and result.final("val_accuracy", phase=2) is None
+
+
+def test_save_and_load_give_identical_predictions(trained, tiny_data, tmp_path):
+    trainer, result = trained
+    path = trainer.save(tmp_path / "model.keras")
+    loaded = load_model(path)
+    assert loaded.class_names == ["cats", "dogs"] and loaded.image_size == (32, 32)
+    images = tiny_data.images("test")
+    np.testing.assert_allclose(loaded.predict(images), trainer.predict(images), rtol=0, atol=1e-6)
+    assert loaded.predict_classes(images) == trainer.predict_classes(images)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        trainer.save(path)
+    assert trainer.save(path, overwrite=True) == path
+
+
+def test_saved_model_takes_raw_pixels_and_files(trained, tiny_data, tmp_path):
+    trainer, _ = trained
+    loaded = load_model(trainer.save(tmp_path / "m.keras"))
+    files = tiny_data.files("test")
+    by_file = loaded.predict(files)
+    by_pixels = loaded.predict(tiny_data.images("test").astype("uint8"))
+    np.testing.assert_allclose(by_file, by_pixels, atol=1e-6)
+    assert np.allclose(by_file.sum(axis=1), 1.0, atol=1e-5)
+    assert loaded.predict(files[0]).shape == (1, 2)
+    assert loaded.predict(tiny_data.test).shape == (len(files), 2)
+    with pytest.raises(ValueError, match="takes 32x32"):
+        loaded.predict(np.zeros((1, 40, 40, 3)))
+
+
+def test_three_classes_end_to_end(tmp_path):
+    root = make_tree(tmp_path / "three", {"red": 8, "blue": 8, "green": 8})
+    data = ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.5), seed=0)
+    trainer = tiny_trainer(head=ClassifierHead(hidden_units=8, dropout=0.1))
+    result = trainer.fit(data, epochs=1, fine_tune_epochs=1, verbose=0)
+    assert isinstance(trainer.model.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert trainer.model.output_shape == (None, 3)
+    probabilities = trainer.predict(data.images("validation"))
+    assert probabilities.shape == (12, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert set(trainer.predict_classes(data.images("validation"))) <= {"blue", "green", "red"}
+    loaded = load_model(trainer.save(tmp_path / "three.keras"))
+    assert loaded.class_names == ["blue", "green", "red"]
+    assert len(result.history["loss"]) == 2
+
+
+def test_a_seed_makes_runs_repeatable(tmp_path):
+    root = make_tree(tmp_path / "pets", {"cats": 8, "dogs": 8})
+    histories = []
+    for _ in range(2):
+        data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=5)
+        histories.append(tiny_trainer(seed=11).fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history)
+    assert histories[0] == histories[1]
+
+
+def test_bad_unfreeze_points_are_named(tiny_data):
+    for point, message in [(999, "outside"), ("block_99", "block_1, block_2"), (1.5, "layer index")]:
+        trainer = tiny_trainer(unfreeze_from=point)
+        trainer.build(tiny_data.class_names, tiny_data.image_size)
+        with pytest.raises((ValueError, TypeError), match=message):
+            trainer.unfreeze_index()
+
+
+def test_misuse_is_explained(tiny_data):
+    with pytest.raises(RuntimeError, match="call fit"):
+        tiny_trainer().predict(np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="image_size"):
+        tiny_trainer(image_size=(64, 64)).build(tiny_data.class_names, tiny_data.image_size)
+    with pytest.raises(ValueError, match="at least one epoch"):
+        tiny_trainer().fit(tiny_data, epochs=0, fine_tune_epochs=0)
+    with pytest.raises(KeyError, match="Unknown backbone"):
+        tiny_trainer(backbone="alexnet")
+
+
+def test_get_config_describes_the_run(trained):
+    trainer, _ = trained
+    config = trainer.get_config()
+    assert config["backbone"] == "mobilenet_v2" and config["unfreeze_from"] == "block_15"
+    assert config["head"]["dropout"] == 0.2
