@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-import keras
-
 from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
+from transferkit.callbacks import PhaseSummary
 from transferkit.datasets import DownloadError, cats_vs_dogs
 from transferkit.run import save_run
 
@@ -70,27 +68,6 @@ def resolve_sources(args):
     return data_dir, weights
 
 
-class PhaseReport(keras.callbacks.Callback):
-    """Prints the validation accuracy and wall time when each phase ends."""
-
-    def __init__(self):
-        super().__init__()
-        self.phase, self.last, self.start = 0, {}, 0.0
-
-    def on_train_begin(self, logs=None):
-        self.phase += 1
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.last = dict(logs or {})
-
-    def on_train_end(self, logs=None):
-        name = "transfer learning, backbone frozen" if self.phase == 1 else "fine-tuning"
-        accuracy = self.last.get("val_accuracy", float("nan"))
-        seconds = time.perf_counter() - self.start
-        print(f"\n== Phase {self.phase} ({name}): val_accuracy {accuracy:.4f} in {seconds:.0f} s\n", flush=True)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
@@ -106,7 +83,7 @@ def main(argv=None) -> int:
                               fine_tune_lr_factor=0.1, seed=args.seed)
     try:
         result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                             callbacks=[PhaseReport()])
+                             callbacks=[PhaseSummary()])
     except WeightsUnavailableError as exc:
         sys.exit(f"error: {exc}\nWithout network, pass --weights with the path of the .h5 file.")
 

@@ -49,6 +49,30 @@ def tiny_data(tmp_path_factory):
     return ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.25, 0.25), seed=3)
 
 
+def _register_test_cnn():
+    """A small CNN backbone: random MobileNetV2 features vanish (about 1e-12) with frozen BatchNorm, so
+    tests that need a model whose outputs depend on its input use this instead."""
+    import keras
+
+    from transferkit import register_backbone
+
+    @register_backbone("test_cnn", default_image_size=(32, 32), block_pattern=r"^(block\d)_", override=True)
+    def test_cnn(input_shape, weights, **options):
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for i, filters in enumerate((8, 16), start=1):
+            x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"block{i}_conv")(x)
+            x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+            x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+        model = keras.Model(inputs, x, name="test_cnn")
+        if weights is not None:
+            model.load_weights(weights)
+        return model
+
+
+_register_test_cnn()
+
+
 def tiny_trainer(**overrides):
     from transferkit import TwoPhaseTrainer
 
@@ -60,7 +84,7 @@ def tiny_trainer(**overrides):
 
 @pytest.fixture(scope="session")
 def trained(tiny_data):
-    """A tiny binary run (1 + 1 epochs) shared by the tests that only read its results."""
-    trainer = tiny_trainer()
-    result = trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, verbose=0)
+    """A small binary run on the test CNN, shared by the tests that only read its results."""
+    trainer = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2)
+    result = trainer.fit(tiny_data, epochs=4, fine_tune_epochs=1, verbose=0)
     return trainer, result

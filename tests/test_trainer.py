@@ -164,5 +164,11 @@ def test_misuse_is_explained(tiny_data):
 def test_get_config_describes_the_run(trained):
     trainer, _ = trained
     config = trainer.get_config()
-    assert config["backbone"] == "mobilenet_v2" and config["unfreeze_from"] == "block_15"
+    assert config["backbone"] == "test_cnn" and config["unfreeze_from"] == "block2"
     assert config["head"]["dropout"] == 0.2
+
+
+def test_the_model_learns_the_colours(trained, tiny_data):
+    trainer, result = trained
+    assert result.history["val_accuracy"][-1] == 1.0
+    assert trainer.predict_classes(tiny_data.images("test")) == [tiny_data.class_names[i] for i in tiny_data.labels("test")]

@@ -186,6 +186,7 @@ class ImageFolder:
                 if not np.any(good & (self._labels == label) & (np.asarray(origin) == split_name)):
                     raise ValueError(f"No readable images in {folder}; see the skipped files in the report.")
 
+        self._all = np.flatnonzero(good)
         if "train" in sources and len(sources) > 1:
             self._indices = {
                 name: np.flatnonzero(good & (np.asarray(origin) == name)) for name in sources
@@ -342,21 +343,33 @@ class ImageFolder:
         total = counts.sum()
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
+    def dataset(self, split: str):
+        """The ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"``, or ``"all"`` readable
+        images (unshuffled, e.g. to evaluate a model on a whole folder)."""
+        if split == "all":
+            return self._dataset(self._all, training=False)
+        self._split_indices(split)
+        return getattr(self, split)
+
     def files(self, split: str = "validation") -> list[Path]:
-        """Paths of a split, in the order its (unshuffled) dataset yields them."""
+        """Paths of a split (or ``"all"``), in the order its unshuffled dataset yields them."""
         return [self._paths[i] for i in self._split_indices(split)]
 
     def labels(self, split: str = "validation") -> np.ndarray:
         """Integer labels of a split, in dataset order."""
         return self._labels[self._split_indices(split)].copy()
 
-    def images(self, split: str = "validation") -> np.ndarray:
-        """Decoded uint8 pixels of a split, in dataset order (a copy)."""
-        return np.asarray(self._images[self._split_indices(split)])
+    def images(self, split: str = "validation", positions=None) -> np.ndarray:
+        """Decoded uint8 pixels of a split in dataset order (a copy); ``positions`` picks some."""
+        indices = self._split_indices(split)
+        return np.asarray(self._images[indices if positions is None else indices[np.asarray(positions)]])
 
     def _split_indices(self, split: str) -> np.ndarray:
+        if split == "all":
+            return self._all
         if split not in self._indices or len(self._indices[split]) == 0:
-            raise KeyError(f"No {split!r} split here; available: {sorted(self._indices)}")
+            available = [s for s in SPLITS if len(self._indices.get(s, ())) > 0] + ["all"]
+            raise KeyError(f"No {split!r} split in {self.root}; available: {', '.join(available)}.")
         return self._indices[split]
 
     def __repr__(self) -> str:

@@ -179,7 +179,7 @@ class Evaluation:
 def evaluate(classifier, data, split: str = "validation", keep_top: int = 16) -> Evaluation:
     """Run ``classifier`` over labelled data and return an `Evaluation`.
 
-    ``data`` is an `ImageFolder` (its ``split`` is used, with file names) or a ``tf.data.Dataset``
+    ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a ``tf.data.Dataset``
     of ``(images, labels)`` batches. The pixels of the ``keep_top`` highest-loss images are kept for
     the top-losses picture.
     """
@@ -189,7 +189,7 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16) ->
         if data.class_names != classifier.class_names:
             raise ValueError(f"The model's classes {classifier.class_names} differ from the data's {data.class_names}.")
         files = data.files(split)
-        dataset = getattr(data, split)
+        dataset = data.dataset(split)
     labels, probabilities, heap = [], [], []
     offset = 0
     for images, batch_labels in dataset:

@@ -46,7 +46,7 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
     files += evaluation.plot(output)
     rng = np.random.default_rng(0)
     picks = np.sort(rng.choice(len(evaluation.labels), size=min(12, len(evaluation.labels)), replace=False))
-    images = data.images(split)[picks]
+    images = data.images(split, picks)
     files.append(plots.plot_predictions(result.classifier, images, output / "predictions.png", labels=evaluation.labels[picks]))
     files.append(plots.plot_gradcam(result.classifier, images[:8], output / "gradcam.png"))
     metrics = {

@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transferkit import load_model
+from transferkit.cli import main
+from transferkit.export import TFLiteClassifier, export
+
+from conftest import make_tree
+
+
+@pytest.fixture(scope="module")
+def saved_model(trained, tmp_path_factory):
+    trainer, _ = trained
+    return trainer.save(tmp_path_factory.mktemp("model") / "model.keras")
+
+
+def test_train_command_writes_a_complete_run(tmp_path, capsys):
+    root = make_tree(tmp_path / "pets", {"cats": 10, "dogs": 10})
+    out = tmp_path / "run"
+    argv = ["train", str(root), "--output", str(out), "--weights", "none", "--image-size", "32",
+            "--batch-size", "8", "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "block_16",
+            "--backbone-option", "alpha=0.35", "--split", "0.6,0.2,0.2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Phase 1" in printed and "Phase 2" in printed and "test accuracy" in printed
+    for name in ("model.keras", "metrics.json", "training_curves.png", "confusion_matrix.png", "top_losses.png",
+                 "predictions.png", "gradcam.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["evaluation"]["count"] == 4
+    assert metrics["trainer"]["backbone_options"] == {"alpha": 0.35}
+    assert load_model(out / "model.keras").class_names == ["cats", "dogs"]
+    assert main(argv) == 2  # a second run refuses to overwrite the first
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_command(saved_model, tiny_data, tmp_path, capsys):
+    assert main(["evaluate", str(saved_model), str(tiny_data.root), "--json", "--output", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["count"] == 32 and 0 <= summary["accuracy"] <= 1
+    assert (tmp_path / "confusion_matrix.png").exists() and (tmp_path / "metrics.json").exists()
+    assert main(["evaluate", str(saved_model), str(tiny_data.root), "--split", "test"]) == 0
+    assert "precision" in capsys.readouterr().out
+
+
+def test_predict_command_table_json_and_bad_files(saved_model, tiny_data, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    good = tiny_data.files("test")[:2]
+    code = main(["predict", str(saved_model), str(good[0]), str(good[1]), str(bad)])
+    out = capsys.readouterr().out
+    assert code == 1  # one file failed, the others were still classified
+    assert "broken.jpg  error:" in out.replace("  ", "  ") and out.count("cats") + out.count("dogs") >= 2
+    assert main(["predict", str(saved_model), str(tiny_data.root / "cats"), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 16 and all(set(r["probabilities"]) == {"cats", "dogs"} for r in rows)
+    expected = load_model(saved_model).predict([rows[0]["file"]])[0]
+    assert rows[0]["probabilities"]["dogs"] == pytest.approx(float(expected[1]), abs=1e-6)
+
+
+def test_backbones_command(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v2" in out and "efficientnet_b0" in out and "224x224" in out
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "backbones"])
+def test_every_command_explains_its_options(command):
+    out = subprocess.run([sys.executable, "-m", "transferkit.cli", command, "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "usage: transferkit" in out
+    if command == "train":
+        assert "(default: 10)" in out and "--unfreeze-from" in out and "(default: 100)" in out
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "none.keras"), str(tmp_path)]) == 2
+    assert "Model file not found" in capsys.readouterr().err
+
+
+def test_export_keras_and_savedmodel(saved_model, tiny_data, tmp_path):
+    import tensorflow as tf
+
+    classifier = load_model(saved_model)
+    images = tiny_data.images("test").astype("float32")
+    expected = classifier.predict(images)
+    keras_path = export(classifier, tmp_path / "copy.keras", format="keras")
+    np.testing.assert_allclose(load_model(keras_path).predict(images), expected, atol=1e-6)
+    folder = export(classifier, tmp_path / "sm", format="savedmodel")
+    assert (folder / "labels.txt").read_text().split() == ["cats", "dogs"]
+    assert json.loads((folder / "transferkit.json").read_text())["image_size"] == [32, 32]
+    reloaded = tf.saved_model.load(str(folder))  # keep a reference: its variables live on it
+    served = reloaded.serve(tf.constant(images))
+    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+    with pytest.raises(FileExistsError):
+        export(classifier, folder, format="savedmodel")
+
+
+# Stated tolerances: float32 TFLite matches Keras to 1e-4; float16 weights to 0.02; int8 to 0.1
+# in probability, with the same predicted class wherever Keras's margin exceeds the tolerance.
+@pytest.mark.parametrize("quantize, tolerance", [(None, 1e-4), ("float16", 0.02), ("int8", 0.1)])
+def test_tflite_agrees_with_keras(saved_model, tiny_data, tmp_path, quantize, tolerance):
+    classifier = load_model(saved_model)
+    images = tiny_data.images("test")  # raw uint8 pixels
+    expected = classifier.predict(images)
+    path = export(classifier, tmp_path / "m.tflite", format="tflite", quantize=quantize,
+                  representative_images=tiny_data.images("train"))
+    lite = TFLiteClassifier(path)
+    assert lite.class_names == ["cats", "dogs"] and lite.image_size == (32, 32)
+    got = lite.predict(images)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=tolerance)
+    sure = expected.max(axis=1) > 0.5 + tolerance
+    assert sure.sum() >= len(images) // 2
+    assert (got.argmax(1)[sure] == expected.argmax(1)[sure]).all()
+    np.testing.assert_allclose(lite.predict(tiny_data.files("test")), got, atol=1e-6)  # files read as training did
+    assert lite.predict_classes(images[:3]) == [lite.class_names[i] for i in got[:3].argmax(1)]
+
+
+def test_export_command_int8_needs_data(saved_model, tiny_data, tmp_path, capsys):
+    assert main(["export", str(saved_model), "--format", "tflite", "--quantize", "int8"]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    out = tmp_path / "q.tflite"
+    assert main(["export", str(saved_model), "--quantize", "int8", "--data-dir", str(tiny_data.root),
+                 "--output", str(out)]) == 0
+    assert out.exists() and (tmp_path / "q.labels.txt").exists()
+    assert main(["predict", str(out), str(tiny_data.files("test")[0])]) == 0

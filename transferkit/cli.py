@@ -1,0 +1,320 @@
+"""The ``transferkit`` command: train, evaluate, predict, export, backbones (and tune).
+
+A thin layer over the library: it parses options, calls the library, and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_HELP = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _unfreeze_point(text: str):
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _split(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split {text!r}: give fractions like 0.8,0.1,0.1") from None
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--backbone-option {text!r}: write KEY=VALUE, e.g. alpha=0.35")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _weights(text: str):
+    return None if text.lower() == "none" else text
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", type=int, default=160, help="square input size in pixels")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1),
+                   help="train,validation[,test] fractions for a folder of class folders "
+                        "(ignored when DATA_DIR has train/ and validation/)")
+    p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and initialisation")
+    p.add_argument("--cache-dir", default=None, help="keep decoded images here to reuse across runs")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone (see: transferkit backbones)")
+    p.add_argument("--weights", type=_weights, default="imagenet",
+                   help="'imagenet' (Keras cache/download), 'none', or a weights file path")
+    p.add_argument("--backbone-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="backbone constructor option, repeatable (e.g. alpha=0.35)")
+    p.add_argument("--unfreeze-from", type=_unfreeze_point, default=100,
+                   help="backbone layer index or block name where fine-tuning starts")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="phase-1 learning rate")
+    p.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="phase-2 learning rate factor")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits")
+    p.add_argument("--hidden-units", type=int, default=None, help="optional hidden Dense layer size")
+    p.add_argument("--augmentation", default="default", help="augmentation preset: none, default, light, strong")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferkit", description="Two-phase transfer learning for image classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("train", formatter_class=_HELP, help="train a classifier on a folder of class folders",
+                            description="Train with the two-phase recipe; writes model.keras, metrics.json and pictures.")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or train/ and validation/ of class folders")
+    p.add_argument("--output", default="runs/train", help="folder for the model, metrics and pictures")
+    p.add_argument("--epochs", type=int, default=10, help="phase-1 epochs (backbone frozen)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10, help="phase-2 epochs (top of the backbone trains)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
+    add_data_options(p)
+    add_model_options(p)
+
+    p = commands.add_parser("evaluate", formatter_class=_HELP, help="evaluate a saved model on labelled images",
+                            description="Accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC, top losses.")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model)")
+    p.add_argument("--split", dest="which", default="all",
+                   help="all, or train/validation/test as ImageFolder splits DATA_DIR with --seed")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split (match the training run's)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--output", default=None, help="also write metrics.json, confusion_matrix.png, top_losses.png here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = commands.add_parser("predict", formatter_class=_HELP, help="classify image files",
+                            description="Prints the class and its probability for each image.")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, or an exported .tflite")
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+    p = commands.add_parser("export", formatter_class=_HELP, help="export a saved model",
+                            description="Write the model as .keras, a TensorFlow SavedModel, or TFLite; class names "
+                                        "and image size go with it (labels.txt and transferkit.json beside it).")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
+    p.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="tflite", help="output format")
+    p.add_argument("--quantize", choices=["float16", "int8"], default=None, help="TFLite quantization")
+    p.add_argument("--data-dir", default=None, help="training images for int8 calibration (required for int8)")
+    p.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate int8")
+    p.add_argument("--output", default=None, help="output path (default: next to MODEL, by format)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
+                        description="Registered backbones, with default image size and unfreeze blocks.")
+
+    try:
+        from transferkit.tuning import add_tune_parser
+    except ImportError:  # tuning is optional: keras-tuner not installed
+        pass
+    else:
+        add_tune_parser(commands)
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from transferkit import ClassifierHead, ImageFolder, TwoPhaseTrainer
+    from transferkit.callbacks import PhaseSummary
+    from transferkit.run import RUN_FILES, save_run
+
+    output = Path(args.output)
+    if not args.overwrite and any((output / f).exists() for f in RUN_FILES):
+        raise FileExistsError(f"{output} already holds a run; pass --overwrite or choose another --output.")
+    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
+                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1)
+    print(data.report, "\n")
+    trainer = TwoPhaseTrainer(
+        backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),
+        head=ClassifierHead(dropout=args.dropout, hidden_units=args.hidden_units),
+        augmentation=None if args.augmentation == "none" else args.augmentation,
+        unfreeze_from=args.unfreeze_from, learning_rate=args.learning_rate,
+        fine_tune_lr_factor=args.fine_tune_lr_factor, seed=args.seed,
+    )
+    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=[PhaseSummary()])
+    split = "test" if data.test is not None else "validation"
+    metrics = save_run(trainer, result, data, output, split=split, overwrite=args.overwrite)
+    _print_summary(metrics)
+    return 0
+
+
+def _print_summary(metrics: dict) -> None:
+    evaluation = metrics["evaluation"]
+    seconds = metrics["phase_seconds"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    rows = [
+        ("validation accuracy after phase 1", fmt(metrics["val_accuracy_phase1"])),
+        ("validation accuracy after phase 2", fmt(metrics["val_accuracy_phase2"])),
+        (f"{metrics['split']} accuracy", fmt(evaluation["accuracy"])),
+        (f"{metrics['split']} ROC AUC", fmt(evaluation["roc_auc"])),
+        ("phase 1 / phase 2 wall time", f"{seconds[0]:.0f} s / {seconds[1]:.0f} s"),
+        ("skipped files", str(metrics["data"]["skipped"])),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("\nSummary")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    print("\nWrote:")
+    for f in metrics["files"]:
+        print(f"  {f}")
+
+
+def cmd_evaluate(args) -> int:
+    from transferkit import ImageFolder, load_model
+    from transferkit.evaluate import evaluate
+
+    classifier = load_model(args.model)
+    data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
+                       seed=args.seed, verbose=0 if args.json else 1)
+    evaluation = evaluate(classifier, data, split=args.which)
+    summary = evaluation.to_dict()
+    summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        evaluation.plot(out)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(evaluation)
+        print("confusion matrix (rows true, columns predicted):", evaluation.class_names)
+        for name, row in zip(evaluation.class_names, evaluation.confusion_matrix):
+            print(f"  {name:>12} {row.tolist()}")
+        print("top losses:")
+        for t in evaluation.top_losses(5):
+            print(f"  {t.file}  true {t.true}, predicted {t.predicted} (p={t.probability:.3f})")
+    return 0
+
+
+def _collect_images(inputs) -> list[Path]:
+    from transferkit.images import IMAGE_EXTENSIONS
+
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            files.append(item)
+    return files
+
+
+def _load_any(path: str):
+    if str(path).endswith(".tflite"):
+        from transferkit.export import TFLiteClassifier
+
+        return TFLiteClassifier(path)
+    from transferkit import load_model
+
+    return load_model(path)
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from transferkit.images import ImageReadError, read_image
+
+    classifier = _load_any(args.model)
+    files = _collect_images(args.inputs)
+    if not files:
+        raise FileNotFoundError(f"No image files in {', '.join(args.inputs)}.")
+    rows, failures = [], 0
+    for start in range(0, len(files), args.batch_size):
+        chunk, images = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                images.append(read_image(path, classifier.image_size))
+                chunk.append(path)
+            except ImageReadError as exc:
+                rows.append({"file": str(path), "error": exc.reason})
+                failures += 1
+        if images:
+            probabilities = classifier.predict(np.stack(images))
+            for path, probs in zip(chunk, probabilities):
+                best = int(np.argmax(probs))
+                rows.append({"file": str(path), "class": classifier.class_names[best],
+                             "probability": float(probs[best]),
+                             "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        width = max(len(r["file"]) for r in rows)
+        print(f"{'file':<{width}}  {'class':<12}  probability")
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']:<{width}}  error: {row['error']}")
+            else:
+                print(f"{row['file']:<{width}}  {row['class']:<12}  {row['probability']:.4f}")
+    return 1 if failures else 0
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+
+    from transferkit import ImageFolder, load_model
+    from transferkit.export import export
+
+    classifier = load_model(args.model)
+    model_path = Path(args.model)
+    default = {"keras": model_path.with_name(model_path.stem + "_export.keras"),
+               "savedmodel": model_path.with_name(model_path.stem + "_savedmodel"),
+               "tflite": model_path.with_name(model_path.stem + (f"_{args.quantize}" if args.quantize else "") + ".tflite")}
+    output = Path(args.output) if args.output else default[args.format]
+    representative = None
+    if args.quantize == "int8":
+        if not args.data_dir:
+            raise ValueError("--quantize int8 needs --data-dir: training images to calibrate the quantization.")
+        data = ImageFolder(args.data_dir, image_size=classifier.image_size)
+        train = data.images("train")
+        picks = np.random.default_rng(0).permutation(len(train))[: args.calibration_images]
+        representative = train[picks]
+    path = export(classifier, output, format=args.format, quantize=args.quantize,
+                  representative_images=representative, overwrite=args.overwrite)
+    print(f"Wrote {path} ({args.format}{', ' + args.quantize if args.quantize else ''}); "
+          f"classes {classifier.class_names}, image size {classifier.image_size}")
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from transferkit import get_backbone_spec, list_backbones
+
+    names = list_backbones()
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}}  size     preprocessing  description")
+    for name in names:
+        spec = get_backbone_spec(name)
+        size = "x".join(map(str, spec.default_image_size))
+        print(f"{name:<{width}}  {size:<7}  {spec.preprocessing:<13}  {spec.description}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "backbones": cmd_backbones}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = COMMANDS.get(args.command) or getattr(args, "handler")
+    try:
+        return command(args)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"transferkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Export a trained classifier as ``.keras``, TensorFlow SavedModel or TFLite (float32, float16, int8).
+
+Every format takes raw RGB pixels (float32, 0-255, ``(N, height, width, 3)``) and returns one
+probability per class. The class names and image size travel with each: inside the ``.keras``
+file, and beside the SavedModel / TFLite file as ``labels.txt`` and ``transferkit.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["export", "TFLiteClassifier", "FORMATS", "QUANTIZATIONS"]
+
+FORMATS = ("keras", "savedmodel", "tflite")
+QUANTIZATIONS = (None, "float16", "int8")
+METADATA_FILE = "transferkit.json"
+
+
+def _metadata(classifier, format: str, quantize: str | None) -> dict:
+    return {
+        "class_names": list(classifier.class_names),
+        "image_size": list(classifier.image_size),
+        "input": "float32 RGB pixels in 0-255, shape (N, height, width, 3)",
+        "output": "float32 probabilities, one column per class name",
+        "format": format,
+        "quantize": quantize,
+    }
+
+
+def _write_sidecars(folder: Path, metadata: dict, stem: str = "") -> None:
+    prefix = f"{stem}." if stem else ""
+    (folder / f"{prefix}labels.txt").write_text("\n".join(metadata["class_names"]) + "\n")
+    (folder / f"{prefix}{METADATA_FILE}").write_text(json.dumps(metadata, indent=2))
+
+
+def _refuse_to_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
+
+
+def export(
+    classifier,
+    path: os.PathLike | str,
+    format: str = "keras",
+    quantize: str | None = None,
+    representative_images: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``classifier`` to ``path`` in ``format``; returns the path written.
+
+    Args:
+        format: ``"keras"`` (a ``.keras`` file), ``"savedmodel"`` (a folder) or ``"tflite"``.
+        quantize: TFLite only: ``None`` (float32), ``"float16"`` (weights) or ``"int8"``
+            (weights and activations, calibrated on ``representative_images``).
+        representative_images: ``(N, H, W, 3)`` training images (0-255) for int8 calibration;
+            a hundred or so is plenty.
+    """
+    path = Path(path)
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}: choose one of {', '.join(FORMATS)}.")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r}: choose float16 or int8 (TFLite only), or None.")
+    if quantize and format != "tflite":
+        raise ValueError(f"quantize={quantize!r} applies to format='tflite' only.")
+    if quantize == "int8" and (representative_images is None or len(representative_images) == 0):
+        raise ValueError("int8 quantization needs representative_images (e.g. --data-dir with training images).")
+    _refuse_to_overwrite(path, overwrite)
+    metadata = _metadata(classifier, format, quantize)
+
+    if format == "keras":
+        return classifier.save(path, overwrite=overwrite)
+    if format == "savedmodel":
+        if path.exists():
+            shutil.rmtree(path)
+        classifier.model.export(str(path), format="tf_saved_model", verbose=False)
+        _write_sidecars(path, metadata)
+        return path
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        classifier.model.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            images = np.asarray(representative_images, dtype=np.float32)
+
+            def representative():
+                for image in images:
+                    yield [image[None]]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        flatbuffer = converter.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    _write_sidecars(path.parent, metadata, stem=path.stem)
+    return path
+
+
+def _interpreter_class():
+    """LiteRT's interpreter where installed (``pip install ai-edge-litert``), else TensorFlow's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+class TFLiteClassifier:
+    """Run an exported ``.tflite`` classifier with its sidecar class names, like `Classifier`.
+
+    >>> TFLiteClassifier("model.tflite").predict_classes(["cat.jpg"])  # doctest: +SKIP
+    ['cats']
+    """
+
+    def __init__(self, path: os.PathLike | str, num_threads: int | None = None):
+        self.path = Path(path)
+        meta_file = self.path.parent / f"{self.path.stem}.{METADATA_FILE}"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{meta_file} is missing: it holds the class names of {self.path}.")
+        metadata = json.loads(meta_file.read_text())
+        self.class_names = metadata["class_names"]
+        self.image_size = tuple(metadata["image_size"])
+        self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._batch != len(batch):
+            self.interpreter.resize_tensor_input(self._input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self._batch = len(batch)
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
+
+    def predict(self, x, batch_size: int = 32) -> np.ndarray:
+        """Probabilities ``(N, num_classes)`` for an image array or a list of file paths."""
+        from transferkit.images import read_image
+
+        if isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, os.PathLike)):
+            x = np.stack([read_image(p, self.image_size) for p in x])
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        return np.concatenate([self._run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def predict_classes(self, x, batch_size: int = 32) -> list[str]:
+        return [self.class_names[i] for i in np.argmax(self.predict(x, batch_size), axis=-1)]
