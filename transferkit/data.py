@@ -71,7 +71,7 @@ def stratified_split(labels, fractions, seed) -> tuple[np.ndarray, ...]:
     same split.
 
     >>> [p.tolist() for p in stratified_split([0, 0, 0, 0, 1, 1, 1, 1], (0.5, 0.5), seed=0)]
-    [[1, 2, 5, 7], [0, 3, 4, 6]]
+    [[0, 2, 6, 7], [1, 3, 4, 5]]
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)

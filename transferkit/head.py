@@ -2,7 +2,7 @@
 
 >>> import numpy as np
 >>> head = ClassifierHead(num_classes=2, dropout=0.2)
->>> head(np.zeros((4, 5, 5, 8), "float32")).shape
+>>> tuple(head(np.zeros((4, 5, 5, 8), "float32")).shape)
 (4, 1)
 >>> ClassifierHead.from_config(head.get_config()).units
 1

@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` (the cats-vs-dogs example) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-realdata docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/cats_vs_dogs.py --overwrite $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not realdata" $(ARGS)
+
+test-realdata: $(STAMP)
+	$(BIN)/python -m pytest -m realdata -s $(ARGS)
+
+docs: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
