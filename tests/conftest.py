@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+collect_ignore = ["distributed_search.py"]  # a script the distributed tuning test runs, not a module
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 

@@ -209,10 +209,7 @@ class ImageFolder:
         self.report = DatasetReport(self.root, list(self.class_names), counts, skipped)
         log.info("%s", self.report)
 
-        self.train = self._dataset(self._indices["train"], training=True)
-        self.validation = self._dataset(self._indices["validation"], training=False)
-        test = self._indices.get("test")
-        self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
+        self._make_datasets()
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -304,6 +301,12 @@ class ImageFolder:
 
     # -- pipelines ----------------------------------------------------------------------------
 
+    def _make_datasets(self) -> None:
+        self.train = self._dataset(self._indices["train"], training=True)
+        self.validation = self._dataset(self._indices["validation"], training=False)
+        test = self._indices.get("test")
+        self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
+
     def _dataset(self, indices: np.ndarray, training: bool):
         import tensorflow as tf
 
@@ -330,6 +333,20 @@ class ImageFolder:
             ds = tf.data.Dataset.from_tensor_slices(indices)
         ds = ds.batch(self.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    # -- pickling (e.g. to a process that runs one tuning trial) -------------------------------
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("train", "validation", "test")}
+        if isinstance(self._images, np.memmap):  # a cache file: send its name, not its pixels
+            state["_images"] = ("memmap", self._images.filename)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state["_images"], tuple):
+            state["_images"] = np.load(state["_images"][1], mmap_mode="r")
+        self.__dict__.update(state)
+        self._make_datasets()
 
     # -- what users ask of it -----------------------------------------------------------------
 

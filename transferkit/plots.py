@@ -22,6 +22,7 @@ __all__ = [
     "plot_predictions",
     "plot_gradcam",
     "gradcam",
+    "plot_tuning",
 ]
 
 
@@ -171,4 +172,37 @@ def plot_gradcam(classifier, images: np.ndarray, path: os.PathLike | str, column
         predicted = int(np.argmax(probs))
         ax.set_title(f"{classifier.class_names[predicted]} ({probs[predicted]:.2f})", fontsize=9)
     fig.suptitle("Grad-CAM: where the model looks")
+    return _save(fig, path)
+
+
+def plot_tuning(trials: list[dict], score_name: str, path: os.PathLike | str) -> Path:
+    """Trial score against each searched hyperparameter (one panel each), the best trial marked."""
+    scored = [t for t in trials if t["score"] is not None]
+    names = sorted({k for t in scored for k in t["hyperparameters"]})
+    fig, axes = _grid(max(1, len(names)), columns=3)
+    best = max(scored, key=lambda t: t["score"]) if scored and "loss" not in score_name else (
+        min(scored, key=lambda t: t["score"]) if scored else None)
+    for ax, name in zip(axes, names):
+        ax.axis("on")
+        values = [t["hyperparameters"].get(name) for t in scored]
+        scores = [t["score"] for t in scored]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            ax.scatter(values, scores, alpha=0.7)
+            if name == "learning_rate":
+                ax.set_xscale("log")
+            if best is not None:
+                ax.scatter([best["hyperparameters"][name]], [best["score"]], color="red", marker="*", s=150)
+        else:
+            categories = sorted({str(v) for v in values}, key=lambda s: (len(s), s))
+            positions = [categories.index(str(v)) for v in values]
+            ax.scatter(positions, scores, alpha=0.7)
+            ax.set_xticks(range(len(categories)), categories, rotation=45, ha="right")
+            if best is not None:
+                ax.scatter([categories.index(str(best["hyperparameters"][name]))], [best["score"]],
+                           color="red", marker="*", s=150)
+        ax.set_xlabel(name)
+        ax.set_ylabel(score_name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{len(scored)} trials: {score_name} against each hyperparameter (best: red star)")
+    fig.tight_layout()
     return _save(fig, path)
