@@ -16,8 +16,8 @@ import keras_tuner as kt
 from transferkit import ImageFolder
 from transferkit.tuning import tune
 
-data_dir, search_dir, log_dir = sys.argv[1:4]
 tuner_id = os.environ["KERASTUNER_TUNER_ID"]
+log_dir = sys.argv[3]
 
 
 class LoggedRandomSearch(kt.RandomSearch):
@@ -29,10 +29,16 @@ class LoggedRandomSearch(kt.RandomSearch):
         return results
 
 
-data = ImageFolder(data_dir, image_size=(32, 32), batch_size=8, split=(0.5, 0.25, 0.25), seed=3)
-result = tune(data, search_dir, project_name="dist", tuner=LoggedRandomSearch, max_trials=4, verbose=0,
-              output=Path(search_dir) / "results", weights=None, backbone_options={"alpha": 0.35},
-              epochs=1, fine_tune_epochs=1, augmentation=None, seed=1)
-if "chief" in tuner_id:
-    best = result.trials[0]
-    print(json.dumps({"best_trial": best["trial_id"], "best_score": best["score"]}))
+def main():
+    data_dir, search_dir = sys.argv[1:3]
+    data = ImageFolder(data_dir, image_size=(32, 32), batch_size=8, split=(0.5, 0.25, 0.25), seed=3)
+    result = tune(data, search_dir, project_name="dist", tuner=LoggedRandomSearch, max_trials=4, verbose=0,
+                  output=Path(search_dir) / "results", weights=None, backbone_options={"alpha": 0.35},
+                  epochs=1, fine_tune_epochs=1, augmentation=None, seed=1)
+    if "chief" in tuner_id:
+        best = result.trials[0]
+        print(json.dumps({"best_trial": best["trial_id"], "best_score": best["score"]}))
+
+
+if __name__ == "__main__":  # trial processes are spawned and import this file: run only in the parent
+    main()

@@ -340,7 +340,8 @@ def tune(
     process, so memory stays flat however many trials run; callbacks must then be picklable and
     KerasTuner sees each trial's final metrics only. With ``output``, the best model (``best.keras``), ``trials.json``
     and ``tuning.png`` are written there. In distributed mode (``KERASTUNER_TUNER_ID`` etc. set)
-    workers run trials and return; the chief serves the oracle and writes the outputs at the end.
+    workers run trials and return an empty result; the chief serves the oracle and, at the end,
+    returns the trials and writes the outputs.
     """
     tuner_class = TUNERS.get(tuner) if isinstance(tuner, str) else tuner
     if not (isinstance(tuner_class, type) and issubclass(tuner_class, kt.Tuner)):
@@ -358,7 +359,8 @@ def tune(
         search = tuner_class(hypermodel, max_trials=max_trials, **common)
     search.search(data, callbacks=list(callbacks or []), verbose=verbose)
 
-    worker = "KERASTUNER_TUNER_ID" in os.environ and "chief" not in os.environ["KERASTUNER_TUNER_ID"]
+    if "KERASTUNER_TUNER_ID" in os.environ and "chief" not in os.environ["KERASTUNER_TUNER_ID"]:
+        return TuningResult(tuner=search, best_hyperparameters={}, best_score=None, trials=[])  # a worker
     trials = _trials(search)
     best = search.oracle.get_best_trials(1)
     result = TuningResult(
@@ -367,7 +369,7 @@ def tune(
         best_score=best[0].score if best else None,
         trials=trials,
     )
-    if worker or not best:
+    if not best:
         return result
     with warnings.catch_warnings():  # the checkpoint holds phase 2's optimizer state, which is not needed
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
