@@ -68,7 +68,7 @@ def test_backbones_command(capsys):
     assert "mobilenet_v2" in out and "efficientnet_b0" in out and "224x224" in out
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "backbones"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "backbones", "tune"])
 def test_every_command_explains_its_options(command):
     out = subprocess.run([sys.executable, "-m", "transferkit.cli", command, "--help"],
                          capture_output=True, text=True, check=True).stdout

@@ -7,15 +7,16 @@ from transferkit import ClassifierHead, ImageFolder, load_model
 
 
 class PhaseProbe(keras.callbacks.Callback):
-    """Records, at the start and end of each phase, what the trainer set up."""
+    """Records, at the start and end of each phase, what the trainer set up. ``self.model`` is
+    whatever trains: the full model, or the head / the unfrozen top on cached features."""
 
-    def __init__(self):
+    def __init__(self, trainer):
         super().__init__()
+        self.trainer = trainer
         self.starts, self.ends, self.epochs = [], [], []
 
     def snapshot(self):
-        backbone = next(l for l in self.model.layers if l.name.startswith("mobilenetv2"))
-        bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+        bns = [l for l in self.trainer.backbone_model.layers if isinstance(l, keras.layers.BatchNormalization)]
         return {
             "trainable_weights": len(self.model.trainable_weights),
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
@@ -59,9 +60,11 @@ def test_trainable_weights_before_and_after_the_switch(tiny_data, unfreeze_from)
     assert expected_phase2_trainables(trainer, index) > 2
 
 
-def test_fit_runs_both_phases_as_set_up(tiny_data):
-    probe = PhaseProbe()
-    trainer = tiny_trainer(unfreeze_from="block_14", learning_rate=2e-3, fine_tune_lr_factor=0.1)
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_fit_runs_both_phases_as_set_up(tiny_data, cache_features):
+    trainer = tiny_trainer(unfreeze_from="block_14", learning_rate=2e-3, fine_tune_lr_factor=0.1,
+                           cache_features=cache_features)
+    probe = PhaseProbe(trainer)
     result = trainer.fit(tiny_data, epochs=2, fine_tune_epochs=2, callbacks=[probe], verbose=0)
 
     assert probe.epochs == [[0, 1], [2, 3]]  # phase 2 continues the count, no extra epoch
@@ -78,10 +81,13 @@ def test_fit_runs_both_phases_as_set_up(tiny_data):
         np.testing.assert_array_equal(before, after)
 
 
-def test_unfrozen_batchnorm_does_change_when_asked(tiny_data):
-    probe = PhaseProbe()
-    tiny_trainer(unfreeze_from="block_14", freeze_batchnorm=False).fit(
-        tiny_data, epochs=0, fine_tune_epochs=1, callbacks=[probe], verbose=0)
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_unfrozen_batchnorm_does_change_when_asked(tiny_data, cache_features):
+    # float32 features: an untrained MobileNetV2's activations (~1e-12) would underflow in float16
+    trainer = tiny_trainer(unfreeze_from="block_14", freeze_batchnorm=False, cache_features=cache_features,
+                           feature_dtype="float32")
+    probe = PhaseProbe(trainer)
+    trainer.fit(tiny_data, epochs=0, fine_tune_epochs=1, callbacks=[probe], verbose=0)
     changed = [not np.array_equal(b, a) for b, a in zip(probe.starts[0]["moving_means"], probe.ends[0]["moving_means"])]
     assert any(changed)
 

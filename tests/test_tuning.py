@@ -128,3 +128,15 @@ def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path):
     assert reported["best_score"] == pytest.approx(best_score)
     assert reported["best_trial"] in {r["trial_id"] for r in ran if r["score"] == best_score}  # ties allowed
     assert (tmp_path / "search" / "results" / "best.keras").exists()
+
+
+def test_tune_command(tiny_data, tmp_path, capsys):
+    from transferkit.cli import main
+
+    argv = ["tune", str(tiny_data.root), "--directory", str(tmp_path), "--max-trials", "1", "--epochs", "1",
+            "--fine-tune-epochs", "1", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Trials (best first)" in out and "unfreeze_from" in out
+    assert (tmp_path / "transferkit-results" / "best.keras").exists()
+    assert (tmp_path / "transferkit-results" / "tuning.png").exists()

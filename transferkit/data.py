@@ -26,7 +26,7 @@ import numpy as np
 
 from transferkit.images import ImageReadError, read_image
 
-__all__ = ["ImageFolder", "DatasetReport", "SkippedFile", "stratified_split"]
+__all__ = ["ImageFolder", "DatasetReport", "SkippedFile", "stratified_split", "array_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,48 @@ def stratified_split(labels, fractions, seed) -> tuple[np.ndarray, ...]:
             parts[i].append(members[start : start + size])
             start += size
     return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+
+
+def array_dataset(arrays, indices, batch_size: int, rng: np.random.Generator | None = None):
+    """Batches ``(arrays[0][i], ..., labels[i])`` for ``i`` in ``indices``, as a ``tf.data.Dataset``.
+
+    The last array holds the labels (kept as int32); the others are cast to float32. Rows are
+    gathered batch by batch, so the arrays may be memory-mapped files larger than RAM. With ``rng``,
+    every pass over the dataset draws a fresh permutation from it (a NumPy generator, so the order
+    does not depend on TensorFlow's global seed); without, the order is ``indices``. A 2-D
+    ``indices`` (with ``rng``) gives pass ``k`` the shuffled row ``k % len(indices)``.
+    """
+    import tensorflow as tf
+
+    indices = np.asarray(indices, dtype=np.int64)
+    if rng is None:
+        indices = indices.reshape(-1)
+    *features, labels = arrays
+
+    def gather(batch_indices):
+        return tuple(np.asarray(a[batch_indices]) for a in features) + (np.asarray(labels[batch_indices]),)
+
+    def load(batch_indices):
+        dtypes = tuple(tf.as_dtype(a.dtype) for a in features) + (tf.int32,)
+        out = tf.numpy_function(gather, [batch_indices], dtypes, stateful=False)
+        xs = [tf.ensure_shape(tf.cast(x, tf.float32), [None, *a.shape[1:]]) for x, a in zip(out[:-1], features)]
+        y = tf.ensure_shape(out[-1], [None])
+        return (xs[0] if len(xs) == 1 else tuple(xs)), y
+
+    if rng is not None:
+        rows = indices.reshape(-1, indices.shape[-1])  # 2-D: pass k draws from row k % rows
+        passes = iter(range(2**62))
+
+        def order():
+            return iter(rng.permutation(rows[next(passes) % len(rows)]))
+
+        ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec((), tf.int64)).apply(
+            tf.data.experimental.assert_cardinality(rows.shape[1])
+        )
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(indices)
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -308,31 +350,8 @@ class ImageFolder:
         self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
 
     def _dataset(self, indices: np.ndarray, training: bool):
-        import tensorflow as tf
-
-        images, labels = self._images, self._labels
-        height, width = self.image_size
-
-        def gather(batch_indices):
-            return images[batch_indices], labels[batch_indices]
-
-        def load(batch_indices):
-            x, y = tf.numpy_function(gather, [batch_indices], (tf.uint8, tf.int32), stateful=False)
-            x = tf.ensure_shape(tf.cast(x, tf.float32), [None, height, width, 3])
-            return x, tf.ensure_shape(y, [None])
-
-        indices = np.asarray(indices, dtype=np.int64)
-        if training:
-            # A NumPy generator, not Dataset.shuffle: its order would also depend on TensorFlow's
-            # global seed at the time the dataset was made. Each pass draws a fresh permutation.
-            rng = np.random.default_rng(self.seed)
-            ds = tf.data.Dataset.from_generator(
-                lambda: iter(rng.permutation(indices)), output_signature=tf.TensorSpec((), tf.int64)
-            ).apply(tf.data.experimental.assert_cardinality(len(indices)))
-        else:
-            ds = tf.data.Dataset.from_tensor_slices(indices)
-        ds = ds.batch(self.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        rng = np.random.default_rng(self.seed) if training else None
+        return array_dataset((self._images, self._labels), indices, self.batch_size, rng=rng)
 
     # -- pickling (e.g. to a process that runs one tuning trial) -------------------------------
 
@@ -361,12 +380,9 @@ class ImageFolder:
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
     def dataset(self, split: str):
-        """The ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"``, or ``"all"`` readable
-        images (unshuffled, e.g. to evaluate a model on a whole folder)."""
-        if split == "all":
-            return self._dataset(self._all, training=False)
-        self._split_indices(split)
-        return getattr(self, split)
+        """An unshuffled ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"``
+        readable images, in the order of ``files(split)`` (e.g. to evaluate a model)."""
+        return self._dataset(self._split_indices(split), training=False)
 
     def files(self, split: str = "validation") -> list[Path]:
         """Paths of a split (or ``"all"``), in the order its unshuffled dataset yields them."""

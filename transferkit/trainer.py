@@ -28,6 +28,7 @@ import numpy as np
 
 from transferkit.augment import augmentation as make_augmentation
 from transferkit.backbones import get_backbone, get_backbone_spec
+from transferkit.features import FrozenFeatures, split_backbone
 from transferkit.head import ClassifierHead, ClassProbabilities
 from transferkit.model import Classifier
 
@@ -114,6 +115,16 @@ class TwoPhaseTrainer:
         backbone_options: passed to the backbone constructor (e.g. ``{"alpha": 0.35}``).
         label_smoothing: for two-class heads.
         seed: seeds Keras, NumPy and TensorFlow at ``fit`` so a run can be repeated exactly.
+        cache_features: run the frozen layers once over ``views`` augmented variants of each
+            training image (view 0 unaugmented) and once over the validation images, then train the
+            head (phase 1) and the unfrozen top (phase 2) on those cached outputs; see
+            `transferkit.features`. ``False`` runs the exact recipe: fresh augmentation every epoch,
+            the whole network every step. Needs an `ImageFolder`-like ``data`` (``dataset``,
+            ``labels``); other data trains the exact way.
+        views: augmented variants per training image for ``cache_features``.
+        feature_dtype: storage type of cached features (``"float16"`` halves memory).
+        cache_dir: keep cached features here (memory-mapped), reused by later runs on the same
+            files, weights and settings; by default they are kept in memory for one ``fit``.
     """
 
     def __init__(
@@ -131,6 +142,10 @@ class TwoPhaseTrainer:
         backbone_options: dict | None = None,
         label_smoothing: float = 0.0,
         seed: int | None = None,
+        cache_features: bool = True,
+        views: int = 3,
+        feature_dtype: str = "float16",
+        cache_dir: str | os.PathLike | None = None,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
@@ -156,6 +171,10 @@ class TwoPhaseTrainer:
         self.backbone_options = dict(backbone_options or {})
         self.label_smoothing = label_smoothing
         self.seed = seed
+        self.cache_features = cache_features
+        self.views = int(views)
+        self.feature_dtype = feature_dtype
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
         self.classifier: Classifier | None = None
@@ -179,6 +198,10 @@ class TwoPhaseTrainer:
             "backbone_options": self.backbone_options,
             "label_smoothing": self.label_smoothing,
             "seed": self.seed,
+            "cache_features": self.cache_features,
+            "views": self.views,
+            "feature_dtype": self.feature_dtype,
+            "cache_dir": self.cache_dir,
         }
 
     # -- model --------------------------------------------------------------------------------
@@ -216,7 +239,7 @@ class TwoPhaseTrainer:
         self.model = keras.Model(inputs, logits, name=f"{self.backbone}_classifier")
         probabilities = ClassProbabilities(class_names, image_size, name="probabilities")(head(features(inputs)))
         self.classifier = Classifier(keras.Model(inputs, probabilities, name=f"{self.backbone}_classifier"))
-        self._head = head
+        self._head, self._augment, self._preprocessing = head, augment, preprocessing
         return self.model
 
     def unfreeze_index(self) -> int:
@@ -258,10 +281,11 @@ class TwoPhaseTrainer:
                     layer.trainable = False
         return index
 
-    def compile(self, learning_rate: float) -> None:
-        """(Re)compile the training model with a fresh optimizer, and the head's loss and metrics."""
+    def compile(self, learning_rate: float, model: keras.Model | None = None) -> None:
+        """(Re)compile the training model (or ``model``) with a fresh optimizer, and the head's loss
+        and metrics."""
         optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": learning_rate}})
-        self.model.compile(
+        (model or self.model).compile(
             optimizer=optimizer,
             loss=self._head.make_loss(self.label_smoothing),
             metrics=self._head.make_metrics(),
@@ -290,39 +314,44 @@ class TwoPhaseTrainer:
             keras.utils.set_random_seed(self.seed)
         self.build(data.class_names, data.image_size)
         callbacks = list(callbacks or [])
+        run = dict(callbacks=callbacks, class_weight=class_weight, verbose=verbose,
+                   shuffle=False)  # the training datasets reshuffle themselves every pass
+        index = self.unfreeze_index() if fine_tune_epochs else len(self.backbone_model.layers)
+        cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
 
-        self.freeze_backbone()
-        self.compile(self.learning_rate)
         start = time.perf_counter()
-        first = self.model.fit(
-            data.train,
-            validation_data=data.validation,
-            epochs=epochs,
-            callbacks=callbacks,
-            class_weight=class_weight,
-            shuffle=False,  # the training dataset reshuffles itself every epoch
-            verbose=verbose,
-        ) if epochs else None
+        self.freeze_backbone()
+        if cached:
+            frozen, top = split_backbone(self.backbone_model, index)
+            features = FrozenFeatures(
+                data, frozen, self._head.pool, self._preprocessing, self._augment, views=self.views,
+                dtype=self.feature_dtype, cache_dir=self.cache_dir, seed=self.seed,
+                augmentation_config=self.get_config()["augmentation"], verbose=1 if verbose == 1 else 0,
+            )
+            pooled = keras.Input(features.shapes[-1], name="pooled_features")
+            model = keras.Model(pooled, self._head(pooled), name="head_on_cached_features")
+            train, validation = features.phase_dataset("train", 1), features.phase_dataset("validation", 1)
+        else:
+            model, train, validation = self.model, data.train, data.validation
+        self.compile(self.learning_rate, model)
+        first = model.fit(train, validation_data=validation, epochs=epochs, **run) if epochs else None
         phase1 = time.perf_counter() - start
         boundary = len(first.epoch) if first else 0
 
         second, phase2 = None, 0.0
         if fine_tune_epochs:
-            index = self.unfreeze_top()
-            log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index, self.backbone_model.layers[index].name)
-            self.compile(self.learning_rate * self.fine_tune_lr_factor)
             start = time.perf_counter()
-            second = self.model.fit(
-                data.train,
-                validation_data=data.validation,
-                initial_epoch=boundary,
-                epochs=boundary + fine_tune_epochs,
-                callbacks=callbacks,
-                class_weight=class_weight,
-            shuffle=False,  # the training dataset reshuffles itself every epoch
-                verbose=verbose,
-            )
+            self.unfreeze_top()
+            log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index, self.backbone_model.layers[index].name)
+            if cached:
+                model = keras.Model(top.inputs, self._head(top.output), name="top_on_cached_features")
+                train, validation = features.phase_dataset("train", 2), features.phase_dataset("validation", 2)
+            self.compile(self.learning_rate * self.fine_tune_lr_factor, model)
+            second = model.fit(train, validation_data=validation, initial_epoch=boundary,
+                               epochs=boundary + fine_tune_epochs, **run)
             phase2 = time.perf_counter() - start
+        if cached:  # leave the full model compiled as the last phase left it, for model.evaluate()
+            self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
 
         history = _merge_histories(first.history if first else {}, second.history if second else {})
         return TrainingResult(

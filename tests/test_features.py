@@ -1,0 +1,112 @@
+"""The fast path: frozen features computed once must be what the network computes, and training on
+them must match the exact recipe where the recipes coincide."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_image, make_tree, tiny_trainer
+from transferkit import ImageFolder
+from transferkit.features import FrozenFeatures, split_backbone
+
+CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2")
+
+
+@pytest.fixture
+def cnn_data(tmp_path):
+    root = make_tree(tmp_path / "pets", {"cats": 8, "dogs": 8})
+    return ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.5), seed=0)
+
+
+def built(data, **overrides):
+    trainer = tiny_trainer(**{**CNN, **overrides})
+    trainer.build(data.class_names, data.image_size)
+    return trainer
+
+
+def test_split_backbone_at_a_block_boundary_and_at_the_end():
+    trainer = tiny_trainer()
+    trainer.build(["a", "b"], (32, 32))
+    backbone = trainer.backbone_model
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    frozen, top = split_backbone(backbone, trainer.spec.blocks(backbone)["block_13"])
+    assert len(frozen.outputs) == 2  # one tensor crosses a block boundary, plus the output
+    np.testing.assert_allclose(top(frozen(x)[:-1]), backbone(x), rtol=1e-5, atol=1e-30)
+    assert {id(l) for l in top.layers[1:]} <= {id(l) for l in backbone.layers}  # shared, not copied
+    frozen, top = split_backbone(backbone, len(backbone.layers))
+    assert top is None and len(frozen.outputs) == 1
+
+
+def test_cached_features_equal_the_networks_outputs(cnn_data):
+    trainer = built(cnn_data)
+    frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
+    cache = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, trainer._augment,
+                           views=3, dtype="float32")
+    n = len(cnn_data.labels("train"))
+    for split, arrays, rows in (("train", cache.train, slice(0, n)), ("validation", cache.validation, slice(None))):
+        images = cnn_data.images(split).astype("float32")
+        maps = trainer.backbone_model(trainer._preprocessing(images))
+        np.testing.assert_allclose(arrays[-1][rows], keras.layers.GlobalAveragePooling2D()(maps), rtol=1e-5, atol=1e-6)
+        crossing = frozen(trainer._preprocessing(images))[0]
+        np.testing.assert_allclose(arrays[0][rows], crossing, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cache.train[-1][n : 2 * n], cache.train[-1][:n])  # views 1, 2 are augmented
+    assert np.array_equal(cache.train_labels, np.tile(cnn_data.labels("train"), 3))
+    half = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, None, views=1)
+    assert half.train[0].dtype == np.float16
+    np.testing.assert_allclose(half.train[-1], cache.train[-1][:n], rtol=2e-3, atol=1e-3)
+
+
+def test_training_on_cached_features_matches_the_exact_recipe(tmp_path):
+    """Without augmentation or dropout and with full batches the two recipes do the same arithmetic."""
+    root = make_tree(tmp_path / "pets", {"cats": 8, "dogs": 8})
+    runs = {}
+    for cached in (True, False):
+        data = ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.5), seed=0)  # one batch/epoch
+        trainer = tiny_trainer(**CNN, head={"dropout": 0.0}, augmentation=None, views=1, feature_dtype="float32",
+                               cache_features=cached, learning_rate=1e-2, seed=4)
+        result = trainer.fit(data, epochs=2, fine_tune_epochs=2, verbose=0)
+        runs[cached] = (result.history, trainer.predict(data.images("validation")))
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs[True][0][key], runs[False][0][key], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-6)
+    assert runs[True][0]["loss"][-1] < runs[True][0]["loss"][0] - 1e-3  # it did train
+
+
+def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, monkeypatch):
+    fills = []
+    real = FrozenFeatures._fill
+    monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, *a, **k: fills.append(1) or real(self, *a, **k))
+    root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6})
+    cache = tmp_path / "cache"
+
+    def fit(size=32, **overrides):
+        data = ImageFolder(root, image_size=(size, size), batch_size=4, split=(0.5, 0.5), seed=0)
+        trainer = tiny_trainer(**{**CNN, "cache_dir": cache, **overrides})
+        return trainer.fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history
+
+    first = fit()
+    assert len(fills) == 2  # train and validation computed
+    assert fit() == first and len(fills) == 2  # same files, weights, settings: reused, same result
+    fit(size=40)
+    assert len(fills) == 4  # image size changed
+    fit(seed=9)
+    assert len(fills) == 6  # other (random) backbone weights and augmentation seed
+    fit(views=2)
+    assert len(fills) == 8
+    make_image(root / "cats" / "cats_000.png", (0, 255, 0), seed=5)
+    fit()
+    assert len(fills) == 10  # a file changed
+
+
+def test_an_interrupted_cache_is_not_reused(tmp_path, monkeypatch):
+    """Files in cache_dir are published only when complete: a crash mid-way leaves nothing reusable."""
+    root = make_tree(tmp_path / "pets", {"cats": 4, "dogs": 4})
+    data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+
+    def crash(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FrozenFeatures, "_fill", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_trainer(**CNN, cache_dir=tmp_path / "c").fit(data, epochs=1, fine_tune_epochs=0, verbose=0)
+    assert not list((tmp_path / "c").glob("*.done"))

@@ -1,0 +1,178 @@
+"""Computing what the frozen layers produce once, instead of every epoch.
+
+In phase 1 the whole backbone is frozen and in phase 2 the layers before the unfreeze point are, so
+(with BatchNorm frozen) their outputs depend only on the input image. `FrozenFeatures` runs the
+frozen part once over a few augmented *views* of every training image (view 0 unaugmented) and
+once over the validation images, keeping both what phase 2 needs (the activations that cross the
+unfreeze point) and what phase 1 needs (the pooled backbone output). Epoch ``e`` then trains on view
+``e % views`` of every image, through the head only (phase 1) or the unfrozen top only (phase 2).
+Given the same views, this is the exact recipe's arithmetic; what changes is that augmentation draws
+``views`` variants per image instead of one per epoch.
+
+>>> import keras, numpy as np
+>>> from transferkit import get_backbone
+>>> backbone = get_backbone("mobilenet_v2", (32, 32, 3), weights=None, alpha=0.35)
+>>> frozen, top = split_backbone(backbone, 100)
+>>> x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+>>> *crossing, output = frozen(x)
+>>> bool(np.allclose(top(crossing), backbone(x)))
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from transferkit.data import array_dataset
+
+__all__ = ["split_backbone", "FrozenFeatures"]
+
+log = logging.getLogger(__name__)
+
+
+def split_backbone(backbone: keras.Model, index: int) -> tuple[keras.Model, keras.Model]:
+    """Cut a functional backbone before ``backbone.layers[index]``.
+
+    Returns ``frozen`` (image -> [tensors crossing the cut..., backbone output]) and ``top``
+    (crossing tensors -> backbone output). Both share the backbone's layers and weights. With
+    ``index >= len(backbone.layers)`` nothing is cut: ``frozen`` gives the output alone, ``top`` is None.
+    """
+    if index >= len(backbone.layers):
+        return keras.Model(backbone.input, [backbone.output], name=f"{backbone.name}_frozen"), None
+    after = {id(layer) for layer in backbone.layers[index:]}
+    crossing = []
+    for layer in backbone.layers[:index]:
+        if any(id(node.operation) in after for node in layer._outbound_nodes):
+            crossing.append(layer.output)
+    if not crossing:
+        raise ValueError(f"Nothing crosses layer {index} of {backbone.name}; is it a functional model?")
+    frozen = keras.Model(backbone.input, [*crossing, backbone.output], name=f"{backbone.name}_frozen")
+    top = keras.Model(crossing, backbone.output, name=f"{backbone.name}_top")
+    return frozen, top
+
+
+def _weights_digest(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+class FrozenFeatures:
+    """Cached outputs of a backbone's frozen part for the training (``views`` per image) and
+    validation images of an `ImageFolder`.
+
+    Arrays live in memory, or with ``cache_dir`` in memory-mapped files there, reused by later runs
+    only when everything they depend on is the same: the image files and split, image size, the
+    frozen layers' weights (hashed), the cut, the augmentation and its seed, the views and dtype.
+    """
+
+    def __init__(self, data, frozen: keras.Model, head_pool, preprocessing=None, augment=None,
+                 views: int = 3, dtype: str = "float16", cache_dir: os.PathLike | str | None = None,
+                 augmentation_config=None, seed=None, verbose: int = 0):
+        if views < 1:
+            raise ValueError(f"views={views!r}: need at least one view per image.")
+        self.views = views
+        self.dtype = np.dtype(dtype)
+        self.n_train = len(data.labels("train"))
+        self.n_validation = len(data.labels("validation"))
+        self.batch_size = data.batch_size
+        self.seed = seed
+        self.train_labels = np.tile(data.labels("train"), views)
+        self.validation_labels = data.labels("validation")
+        shapes = [tuple(t.shape[1:]) for t in frozen.outputs[:-1]]
+        pooled = tuple(head_pool.compute_output_shape(frozen.outputs[-1].shape)[1:])
+        self.shapes = [*shapes, pooled]
+
+        key = None
+        if cache_dir is not None:
+            key = self._key(data, frozen, augmentation_config, seed, augment is not None)
+            cache_dir = Path(cache_dir)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        self.train = self._arrays(cache_dir, key, "train", views * self.n_train)
+        self.validation = self._arrays(cache_dir, key, "validation", self.n_validation)
+        if self.train[1] is None:  # filled and reused
+            self.train, self.validation = self.train[0], self.validation[0]
+            log.info("Reusing frozen features from %s", cache_dir)
+            return
+        self.train, self.validation = self.train[0], self.validation[0]
+        self._fill(data.dataset("train"), self.train, frozen, head_pool, preprocessing, augment, verbose)
+        self._fill(data.dataset("validation"), self.validation, frozen, head_pool, preprocessing, None, verbose)
+        if cache_dir is not None:
+            self._publish(cache_dir, key)
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _key(self, data, frozen, augmentation_config, seed, augmented) -> str:
+        digest = hashlib.sha256()
+        files = [str(p.resolve()) for split in ("train", "validation") for p in data.files(split)]
+        stats = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        digest.update(json.dumps([files, stats, list(data.image_size), self.views, self.dtype.str, seed,
+                                  augmented, augmentation_config, [list(s) for s in self.shapes]],
+                                 default=str).encode())
+        digest.update(_weights_digest(frozen).encode())
+        return digest.hexdigest()[:24]
+
+    def _arrays(self, cache_dir, key, split, rows):
+        if cache_dir is None:
+            return [np.empty((rows, *s), dtype=self.dtype) for s in self.shapes], True
+        names = [cache_dir / f"features-{key}-{split}-{i}.npy" for i in range(len(self.shapes))]
+        if (cache_dir / f"features-{key}.done").exists() and all(n.exists() for n in names):
+            return [np.load(n, mmap_mode="r") for n in names], None
+        partial = [n.with_suffix(".partial.npy") for n in names]
+        return [np.lib.format.open_memmap(p, mode="w+", dtype=self.dtype, shape=(rows, *s))
+                for p, s in zip(partial, self.shapes)], True
+
+    def _publish(self, cache_dir: Path, key: str) -> None:
+        for split, arrays in (("train", self.train), ("validation", self.validation)):
+            for i, array in enumerate(arrays):
+                array.flush()
+                final = cache_dir / f"features-{key}-{split}-{i}.npy"
+                os.replace(final.with_suffix(".partial.npy"), final)
+                arrays[i] = np.load(final, mmap_mode="r")
+        (cache_dir / f"features-{key}.done").write_text("ok\n")
+
+    def _fill(self, dataset, arrays, frozen, head_pool, preprocessing, augment, verbose) -> None:
+        views = self.views if augment is not None else 1
+        total = len(arrays[0])
+        progress = None
+        if verbose:
+            from keras.utils import Progbar
+
+            print(f"Computing frozen features: {total} image views")
+            progress = Progbar(total, unit_name="view")
+        row = 0
+        for view in range(views):
+            for images, _ in dataset:
+                x = augment(images, training=True) if view > 0 else images
+                if preprocessing is not None:
+                    x = preprocessing(x)
+                outputs = frozen(x, training=False)
+                *crossing, output = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+                for array, value in zip(arrays, [*crossing, head_pool(output)]):
+                    array[row : row + len(images)] = keras.ops.convert_to_numpy(value).astype(self.dtype)
+                row += len(images)
+                if progress is not None:
+                    progress.update(row)
+        if row != total:
+            raise RuntimeError(f"Expected {total} feature rows, computed {row}.")
+
+    # -- datasets -----------------------------------------------------------------------------
+
+    def phase_dataset(self, which: str, phase: int):
+        """``(inputs, labels)`` batches for ``phase`` (1: pooled features; 2: crossing activations).
+        The training set serves view ``k % views`` on its ``k``-th pass, shuffled."""
+        arrays = self.train if which == "train" else self.validation
+        labels = self.train_labels if which == "train" else self.validation_labels
+        inputs = arrays[-1:] if phase == 1 else arrays[:-1]
+        if which != "train":
+            return array_dataset((*inputs, labels), np.arange(len(labels)), self.batch_size)
+        by_view = np.arange(self.views * self.n_train).reshape(self.views, self.n_train)
+        return array_dataset((*inputs, labels), by_view, self.batch_size, rng=np.random.default_rng(self.seed))
