@@ -140,6 +140,12 @@ class FrozenFeatures:
         (cache_dir / f"features-{key}.done").write_text("ok\n")
 
     def _fill(self, dataset, arrays, frozen, head_pool, preprocessing, augment, verbose) -> None:
+        import tensorflow as tf
+
+        inputs = keras.Input(frozen.input.shape[1:])
+        outputs = frozen(preprocessing(inputs) if preprocessing is not None else inputs)
+        *crossing, output = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        extractor = keras.Model(inputs, [*crossing, head_pool(output)])  # predict_on_batch runs it compiled
         views = self.views if augment is not None else 1
         total = len(arrays[0])
         progress = None
@@ -150,15 +156,15 @@ class FrozenFeatures:
             progress = Progbar(total, unit_name="view")
         row = 0
         for view in range(views):
-            for images, _ in dataset:
-                x = augment(images, training=True) if view > 0 else images
-                if preprocessing is not None:
-                    x = preprocessing(x)
-                outputs = frozen(x, training=False)
-                *crossing, output = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-                for array, value in zip(arrays, [*crossing, head_pool(output)]):
-                    array[row : row + len(images)] = keras.ops.convert_to_numpy(value).astype(self.dtype)
-                row += len(images)
+            source = dataset
+            if view > 0:  # augmentation runs in the input pipeline, in training mode
+                source = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            for images, _ in source.prefetch(tf.data.AUTOTUNE):
+                values = extractor.predict_on_batch(images)
+                values = values if isinstance(values, (list, tuple)) else [values]
+                for array, value in zip(arrays, values):
+                    array[row : row + len(value)] = np.asarray(value).astype(self.dtype)
+                row += len(values[0])
                 if progress is not None:
                     progress.update(row)
         if row != total:

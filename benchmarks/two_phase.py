@@ -1,0 +1,207 @@
+"""Benchmark: the plain Keras tutorial recipe against transferkit, same data and weights, one process.
+
+    python benchmarks/two_phase.py                          # the full run (10 + 10 epochs, all images)
+    python benchmarks/two_phase.py --quick                  # 1 + 1 epochs on 400 + 200 images
+    python benchmarks/two_phase.py --modes exact cached     # which transferkit modes to run
+
+(a) reference: written out by hand as in the TensorFlow tutorial: image_dataset_from_directory,
+    flip + rotation layers, preprocess_input, base_model(x, training=False), Adam 1e-4; then layers
+    from 100 on unfrozen, RMSprop 1e-5 (the tutorial's initial_epoch off-by-one fixed, so both run
+    the same number of epochs).
+(b) transferkit: ImageFolder + TwoPhaseTrainer (each mode given), including decoding.
+
+Prints one line per figure and, last, the total-time ratio reference / transferkit (default mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+DATA = SHARED / "data" / "cats_vs_dogs"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def reset_peak_rss() -> None:
+    try:  # Linux: resets VmHWM so the next reading is this part's peak
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    from transferkit.tuning import peak_rss_mb as peak
+
+    return peak()
+
+
+def subset(source: Path, target: Path, per_class: dict[str, int]) -> Path:
+    """Link the first N images of each class of each split into ``target`` (for --quick / --images)."""
+    for split, n in per_class.items():
+        for class_dir in sorted((source / split).iterdir()):
+            dest = target / split / class_dir.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(class_dir.iterdir())[:n]:
+                os.symlink(f, dest / f.name)
+    return target
+
+
+def reference(data_dir: Path, weights: str, size: int, epochs: int, fine_tune_epochs: int, seed: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    shape = (size, size)
+    train = keras.utils.image_dataset_from_directory(data_dir / "train", shuffle=True, batch_size=32,
+                                                     image_size=shape, seed=seed)
+    validation = keras.utils.image_dataset_from_directory(data_dir / "validation", shuffle=True, batch_size=32,
+                                                          image_size=shape, seed=seed)
+    train, validation = train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+    augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)])
+    base = keras.applications.MobileNetV2(input_shape=shape + (3,), include_top=False, weights=weights)
+    base.trainable = False
+    inputs = keras.Input(shape + (3,))
+    x = augmentation(inputs)
+    x = keras.applications.mobilenet_v2.preprocess_input(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+    start = time.perf_counter()
+    first = model.fit(train, epochs=epochs, validation_data=validation, verbose=2)
+    phase1 = time.perf_counter() - start
+    base.trainable = True
+    for layer in base.layers[:100]:
+        layer.trainable = False
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-5), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+    start = time.perf_counter()
+    second = model.fit(train, epochs=len(first.epoch) + fine_tune_epochs, initial_epoch=len(first.epoch),
+                       validation_data=validation, verbose=2)
+    phase2 = time.perf_counter() - start
+    return {"prep_s": 0.0, "phase1_s": phase1, "phase2_s": phase2,
+            "val_acc_phase1": first.history["val_accuracy"][-1], "val_acc_phase2": second.history["val_accuracy"][-1],
+            "model": model}
+
+
+def transferkit_run(data_dir: Path, weights: str, size: int, epochs: int, fine_tune_epochs: int, seed: int,
+                    mode: str, options: dict) -> dict:
+    from transferkit import ImageFolder, TwoPhaseTrainer
+
+    start = time.perf_counter()
+    data = ImageFolder(data_dir, image_size=(size, size), batch_size=32, seed=seed)
+    prep = time.perf_counter() - start
+    trainer = TwoPhaseTrainer(weights=weights, seed=seed, cache_features=mode != "exact", **options)
+    result = trainer.fit(data, epochs=epochs, fine_tune_epochs=fine_tune_epochs, verbose=2)
+    return {"prep_s": prep, "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
+            "val_acc_phase1": result.final("val_accuracy", 1), "val_acc_phase2": result.final("val_accuracy", 2),
+            "classifier": result.classifier, "data": data}
+
+
+def inference(classifier, data, seconds: dict) -> None:
+    """Batch prediction throughput of the saved model and of its TFLite export."""
+    from transferkit import load_model
+    from transferkit.export import TFLiteClassifier, export
+
+    images = data.images("validation").astype("float32")
+    folder = Path(tempfile.mkdtemp())
+    loaded = load_model(classifier.save(folder / "m.keras"))
+    loaded.predict(images[:64], batch_size=32)
+    start = time.perf_counter()
+    loaded.predict(images, batch_size=32)
+    seconds["keras_images_per_s"] = len(images) / (time.perf_counter() - start)
+    lite = TFLiteClassifier(export(loaded, folder / "m.tflite", format="tflite"))
+    lite.predict(images[:32])
+    start = time.perf_counter()
+    lite.predict(images, batch_size=32)
+    seconds["tflite_images_per_s"] = len(images) / (time.perf_counter() - start)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(DATA), help="train/ and validation/ of class folders")
+    p.add_argument("--weights", default=str(WEIGHTS), help="MobileNetV2 weights (.h5 or 'imagenet')")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--fine-tune-epochs", type=int, default=10)
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--images", type=int, default=None, help="train images per class (validation: 40%%)")
+    p.add_argument("--quick", action="store_true", help="1 + 1 epochs on 200 + 80 images per class")
+    p.add_argument("--modes", nargs="+", default=["cached"], choices=["cached", "exact"],
+                   help="transferkit modes to run; the first is the one the ratio uses")
+    p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--options", default="{}", help="JSON of extra TwoPhaseTrainer arguments, e.g. '{\"views\": 4}'")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "train").is_dir():
+        sys.exit(f"error: {data_dir} has no train/ folder; pass --data-dir")
+    epochs, fine = args.epochs, args.fine_tune_epochs
+    per_class = args.images
+    if args.quick:
+        epochs, fine, per_class = 1, 1, per_class or 200
+    if per_class:
+        data_dir = subset(data_dir, Path(tempfile.mkdtemp()) / "subset",
+                          {"train": per_class, "validation": max(1, int(per_class * 0.4))})
+    options = json.loads(args.options)
+    runs = {}
+    if not args.skip_reference:
+        reset_peak_rss()
+        runs["reference"] = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
+        runs["reference"]["peak_rss_mb"] = peak_rss_mb()
+    for mode in args.modes:
+        reset_peak_rss()
+        runs[mode] = transferkit_run(data_dir, args.weights, args.image_size, epochs, fine, args.seed, mode, options)
+        runs[mode]["peak_rss_mb"] = peak_rss_mb()
+    first_mode = args.modes[0]
+    inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
+
+    n_train = len(runs[first_mode]["data"].labels("train"))
+    print(f"\n== {n_train} training images, {args.image_size} px, {epochs} + {fine} epochs, options {options}")
+    figures = {}
+    for name, run in runs.items():
+        total = run["prep_s"] + run["phase1_s"] + run["phase2_s"]
+        run["total_s"] = total
+        label = "reference" if name == "reference" else f"transferkit[{name}]"
+        print(f"{label} data preparation: {run['prep_s']:.1f} s")
+        print(f"{label} phase 1 wall time: {run['phase1_s']:.1f} s")
+        print(f"{label} phase 2 wall time: {run['phase2_s']:.1f} s")
+        print(f"{label} total wall time: {total:.1f} s")
+        print(f"{label} training images/s: {n_train * (epochs + fine) / total:.1f}")
+        print(f"{label} peak RSS: {run['peak_rss_mb']:.0f} MiB")
+        print(f"{label} val accuracy after phase 1: {run['val_acc_phase1']:.4f}")
+        print(f"{label} val accuracy after phase 2: {run['val_acc_phase2']:.4f}")
+        figures[name] = {k: v for k, v in run.items() if isinstance(v, (int, float))}
+    print(f"transferkit[{first_mode}] saved model predict: {runs[first_mode]['keras_images_per_s']:.1f} images/s")
+    print(f"transferkit[{first_mode}] TFLite predict: {runs[first_mode]['tflite_images_per_s']:.1f} images/s")
+    if "reference" in runs:
+        ref = runs["reference"]
+        for name in args.modes:
+            run = runs[name]
+            print(f"ratio reference/transferkit[{name}] phase 1: {ref['phase1_s'] / (run['prep_s'] + run['phase1_s']):.2f}")
+            print(f"ratio reference/transferkit[{name}] phase 2: {ref['phase2_s'] / run['phase2_s']:.2f}")
+            print(f"accuracy difference transferkit[{name}] - reference after phase 2: "
+                  f"{100 * (run['val_acc_phase2'] - ref['val_acc_phase2']):+.2f} points")
+        print(f"total-time ratio reference/transferkit[{first_mode}]: "
+              f"{ref['total_s'] / runs[first_mode]['total_s']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
