@@ -5,7 +5,9 @@
 
 Recipe (the seed project's): 160x160 inputs, batch 32, flip + rotation augmentation, 10 epochs with the
 backbone frozen (Adam 1e-4), then 10 epochs with layers 100+ unfrozen at a tenth of the learning rate.
-BatchNorm stays frozen while fine-tuning. Without --data-dir/--weights, a ``../shared`` folder next to
+BatchNorm stays frozen while fine-tuning. By default the frozen layers run once over three augmented
+views of each training image and the phases train on their cached outputs (--exact: the whole network
+every step, a new augmentation every epoch). Without --data-dir/--weights, a ``../shared`` folder next to
 the repository (the offline copies on the project's own machines) is used when it exists.
 """
 
@@ -42,6 +44,8 @@ def parse_args(argv=None):
                    "(default: runs/cats_vs_dogs)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and weights (default: 42)")
+    p.add_argument("--exact", action="store_true", help="the exact recipe: fresh augmentation every epoch and the "
+                   "whole network every step, instead of frozen features computed once (3 augmented views)")
     return p.parse_args(argv)
 
 
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
     unfreeze = int(args.unfreeze_from) if args.unfreeze_from.lstrip("-").isdigit() else args.unfreeze_from
     trainer = TwoPhaseTrainer(backbone="mobilenet_v2", weights=weights, head={"dropout": 0.2},
                               augmentation="default", unfreeze_from=unfreeze, learning_rate=1e-4,
-                              fine_tune_lr_factor=0.1, seed=args.seed)
+                              fine_tune_lr_factor=0.1, seed=args.seed, cache_features=not args.exact)
     try:
         result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
                              callbacks=[PhaseSummary()])

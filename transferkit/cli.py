@@ -48,7 +48,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="train,validation[,test] fractions for a folder of class folders "
                         "(ignored when DATA_DIR has train/ and validation/)")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and initialisation")
-    p.add_argument("--cache-dir", default=None, help="keep decoded images here to reuse across runs")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep decoded images (and frozen features) here, reused by later runs on the same files")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -64,6 +65,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits")
     p.add_argument("--hidden-units", type=int, default=None, help="optional hidden Dense layer size")
     p.add_argument("--augmentation", default="default", help="augmentation preset: none, default, light, strong")
+    p.add_argument("--exact", action="store_true",
+                   help="run the exact recipe (the whole network every step) instead of training on frozen "
+                        "features computed once")
+    p.add_argument("--views", type=int, default=3, help="augmented views per training image for the fast path")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +146,7 @@ def cmd_train(args) -> int:
         augmentation=None if args.augmentation == "none" else args.augmentation,
         unfreeze_from=args.unfreeze_from, learning_rate=args.learning_rate,
         fine_tune_lr_factor=args.fine_tune_lr_factor, seed=args.seed,
+        cache_features=not args.exact, views=args.views, cache_dir=args.cache_dir,
     )
     result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=[PhaseSummary()])
     split = "test" if data.test is not None else "validation"
