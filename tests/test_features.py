@@ -51,7 +51,8 @@ def test_cached_features_equal_the_networks_outputs(cnn_data):
         np.testing.assert_allclose(arrays[0][rows], crossing, rtol=1e-5, atol=1e-6)
     assert not np.allclose(cache.train[-1][n : 2 * n], cache.train[-1][:n])  # views 1, 2 are augmented
     assert np.array_equal(cache.train_labels, np.tile(cnn_data.labels("train"), 3))
-    half = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, None, views=1)
+    half = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, None, views=3)
+    assert half.views == 1 and len(half.train[0]) == n  # no augmentation: one view, however many asked
     assert half.train[0].dtype == np.float16
     np.testing.assert_allclose(half.train[-1], cache.train[-1][:n], rtol=2e-3, atol=1e-3)
 

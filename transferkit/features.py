@@ -79,13 +79,13 @@ class FrozenFeatures:
                  augmentation_config=None, seed=None, verbose: int = 0):
         if views < 1:
             raise ValueError(f"views={views!r}: need at least one view per image.")
-        self.views = views
+        self.views = views if augment is not None else 1  # without augmentation every view is the same
         self.dtype = np.dtype(dtype)
         self.n_train = len(data.labels("train"))
         self.n_validation = len(data.labels("validation"))
         self.batch_size = data.batch_size
         self.seed = seed
-        self.train_labels = np.tile(data.labels("train"), views)
+        self.train_labels = np.tile(data.labels("train"), self.views)
         self.validation_labels = data.labels("validation")
         shapes = [tuple(t.shape[1:]) for t in frozen.outputs[:-1]]
         pooled = tuple(head_pool.compute_output_shape(frozen.outputs[-1].shape)[1:])
@@ -96,7 +96,7 @@ class FrozenFeatures:
             key = self._key(data, frozen, augmentation_config, seed, augment is not None)
             cache_dir = Path(cache_dir)
             cache_dir.mkdir(parents=True, exist_ok=True)
-        self.train = self._arrays(cache_dir, key, "train", views * self.n_train)
+        self.train = self._arrays(cache_dir, key, "train", self.views * self.n_train)
         self.validation = self._arrays(cache_dir, key, "validation", self.n_validation)
         if self.train[1] is None:  # filled and reused
             self.train, self.validation = self.train[0], self.validation[0]
