@@ -306,7 +306,9 @@ class TwoPhaseTrainer:
 
         ``data`` is an `ImageFolder`, or any object with ``train`` and ``validation`` datasets of
         ``(images 0-255, integer labels)`` batches, ``class_names`` and ``image_size``.
-        ``fine_tune_epochs=0`` stops after phase 1.
+        ``fine_tune_epochs=0`` stops after phase 1. With ``cache_features`` (the default) and an
+        `ImageFolder`, the frozen layers run once and the phases train on their cached outputs; user
+        callbacks then see the model that trains (the head, then the unfrozen top), not ``self.model``.
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
