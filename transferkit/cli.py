@@ -129,17 +129,25 @@ def _parser() -> argparse.ArgumentParser:
 # -- commands ---------------------------------------------------------------------------------
 
 
+def load_data(args):
+    """The `ImageFolder` that ``add_data_options`` describes, its report printed."""
+    from transferkit import ImageFolder
+
+    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
+                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1)
+    print(data.report, "\n")
+    return data
+
+
 def cmd_train(args) -> int:
-    from transferkit import ClassifierHead, ImageFolder, TwoPhaseTrainer
+    from transferkit import ClassifierHead, TwoPhaseTrainer
     from transferkit.callbacks import PhaseSummary
     from transferkit.run import RUN_FILES, save_run
 
     output = Path(args.output)
     if not args.overwrite and any((output / f).exists() for f in RUN_FILES):
         raise FileExistsError(f"{output} already holds a run; pass --overwrite or choose another --output.")
-    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
-                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1)
-    print(data.report, "\n")
+    data = load_data(args)
     trainer = TwoPhaseTrainer(
         backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),
         head=ClassifierHead(dropout=args.dropout, hidden_units=args.hidden_units),

@@ -96,15 +96,14 @@ class FrozenFeatures:
             key = self._key(data, frozen, augmentation_config, seed, augment is not None)
             cache_dir = Path(cache_dir)
             cache_dir.mkdir(parents=True, exist_ok=True)
-        self.train = self._arrays(cache_dir, key, "train", self.views * self.n_train)
-        self.validation = self._arrays(cache_dir, key, "validation", self.n_validation)
-        if self.train[1] is None:  # filled and reused
-            self.train, self.validation = self.train[0], self.validation[0]
+        self.train, reused = self._arrays(cache_dir, key, "train", self.views * self.n_train)
+        self.validation, _ = self._arrays(cache_dir, key, "validation", self.n_validation)
+        if reused:
             log.info("Reusing frozen features from %s", cache_dir)
             return
-        self.train, self.validation = self.train[0], self.validation[0]
-        self._fill(data.dataset("train"), self.train, frozen, head_pool, preprocessing, augment, verbose)
-        self._fill(data.dataset("validation"), self.validation, frozen, head_pool, preprocessing, None, verbose)
+        extractor = self._extractor(frozen, head_pool, preprocessing)
+        self._fill(data.dataset("train"), self.train, extractor, augment, verbose)
+        self._fill(data.dataset("validation"), self.validation, extractor, None, verbose)
         if cache_dir is not None:
             self._publish(cache_dir, key)
 
@@ -120,15 +119,16 @@ class FrozenFeatures:
         digest.update(_weights_digest(frozen).encode())
         return digest.hexdigest()[:24]
 
-    def _arrays(self, cache_dir, key, split, rows):
+    def _arrays(self, cache_dir, key, split, rows) -> tuple[list[np.ndarray], bool]:
+        """Arrays to fill (in memory, or partial memory-mapped files), or finished ones: ``(arrays, reused)``."""
         if cache_dir is None:
-            return [np.empty((rows, *s), dtype=self.dtype) for s in self.shapes], True
+            return [np.empty((rows, *s), dtype=self.dtype) for s in self.shapes], False
         names = [cache_dir / f"features-{key}-{split}-{i}.npy" for i in range(len(self.shapes))]
         if (cache_dir / f"features-{key}.done").exists() and all(n.exists() for n in names):
-            return [np.load(n, mmap_mode="r") for n in names], None
+            return [np.load(n, mmap_mode="r") for n in names], True
         partial = [n.with_suffix(".partial.npy") for n in names]
         return [np.lib.format.open_memmap(p, mode="w+", dtype=self.dtype, shape=(rows, *s))
-                for p, s in zip(partial, self.shapes)], True
+                for p, s in zip(partial, self.shapes)], False
 
     def _publish(self, cache_dir: Path, key: str) -> None:
         for split, arrays in (("train", self.train), ("validation", self.validation)):
@@ -139,13 +139,17 @@ class FrozenFeatures:
                 arrays[i] = np.load(final, mmap_mode="r")
         (cache_dir / f"features-{key}.done").write_text("ok\n")
 
-    def _fill(self, dataset, arrays, frozen, head_pool, preprocessing, augment, verbose) -> None:
-        import tensorflow as tf
-
+    @staticmethod
+    def _extractor(frozen, head_pool, preprocessing) -> keras.Model:
+        """Pixels -> [crossing activations..., pooled output]; ``predict_on_batch`` runs it compiled."""
         inputs = keras.Input(frozen.input.shape[1:])
         outputs = frozen(preprocessing(inputs) if preprocessing is not None else inputs)
         *crossing, output = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        extractor = keras.Model(inputs, [*crossing, head_pool(output)])  # predict_on_batch runs it compiled
+        return keras.Model(inputs, [*crossing, head_pool(output)])
+
+    def _fill(self, dataset, arrays, extractor, augment, verbose) -> None:
+        import tensorflow as tf
+
         views = self.views if augment is not None else 1
         total = len(arrays[0])
         progress = None

@@ -418,11 +418,9 @@ def add_tune_parser(commands) -> None:
 
 
 def cmd_tune(args) -> int:
-    from transferkit import ImageFolder
+    from transferkit.cli import load_data
 
-    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
-                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1)
-    print(data.report, "\n")
+    data = load_data(args)
     output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
     result = tune(
         data, args.directory, project_name=args.project_name, tuner=args.tuner, max_trials=args.max_trials,
