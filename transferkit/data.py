@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.images import ImageReadError, read_image
+from transferkit.npyfile import NpyFile
 
 __all__ = ["ImageFolder", "DatasetReport", "SkippedFile", "stratified_split", "array_dataset"]
 
@@ -93,7 +94,7 @@ def array_dataset(arrays, indices, batch_size: int, rng: np.random.Generator | N
     """Batches ``(arrays[0][i], ..., labels[i])`` for ``i`` in ``indices``, as a ``tf.data.Dataset``.
 
     The last array holds the labels (kept as int32); the others are cast to float32. Rows are
-    gathered batch by batch, so the arrays may be memory-mapped files larger than RAM. With ``rng``,
+    gathered batch by batch, so the arrays may be `NpyFile` rows on disk, larger than RAM. With ``rng``,
     every pass over the dataset draws a fresh permutation from it (a NumPy generator, so the order
     does not depend on TensorFlow's global seed); without, the order is ``indices``. A 2-D
     ``indices`` (with ``rng``) gives pass ``k`` the shuffled row ``k % len(indices)``.
@@ -172,8 +173,9 @@ class ImageFolder:
 
     Every file is decoded once, up front: files that cannot be used (empty, corrupt, truncated,
     not an image) are skipped and listed in ``report`` (or raise, with ``on_bad_file="raise"``);
-    nothing is ever deleted or moved. The decoded, resized pixels are kept, in memory or, with
-    ``cache_dir``, in a memory-mapped file there that later runs on the same files reuse.
+    nothing is ever deleted or moved. The decoded, resized pixels are kept in memory or, with
+    ``cache_dir``, in a file there that is read a batch at a time (for data larger than memory)
+    and that later runs on the same files reuse.
 
     Attributes:
         train, validation, test: ``tf.data.Dataset`` of ``(float32 images 0-255, int32 labels)``
@@ -300,9 +302,9 @@ class ImageFolder:
             if array_file.exists() and meta_file.exists():
                 log.info("Reusing decoded images from %s", array_file)
                 skipped = [SkippedFile(Path(p), r) for p, r in json.loads(meta_file.read_text())["skipped"]]
-                return np.load(array_file, mmap_mode="r"), skipped
+                return NpyFile(array_file), skipped
             partial = array_file.with_suffix(".partial.npy")
-            images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            images = NpyFile.create(partial, shape, np.uint8)
         else:
             images = np.empty(shape, dtype=np.uint8)
 
@@ -333,12 +335,11 @@ class ImageFolder:
                     progress.update(n)
 
         if self.cache_dir is not None:
-            images.flush()
-            del images
+            images.close()
             os.replace(partial, array_file)
             meta = {"skipped": [[str(s.path), s.reason] for s in skipped]}
             meta_file.write_text(json.dumps(meta))
-            return np.load(array_file, mmap_mode="r"), skipped
+            return NpyFile(array_file), skipped
         return images, skipped
 
     # -- pipelines ----------------------------------------------------------------------------
@@ -355,15 +356,10 @@ class ImageFolder:
 
     # -- pickling (e.g. to a process that runs one tuning trial) -------------------------------
 
-    def __getstate__(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("train", "validation", "test")}
-        if isinstance(self._images, np.memmap):  # a cache file: send its name, not its pixels
-            state["_images"] = ("memmap", self._images.filename)
-        return state
+    def __getstate__(self):  # a cache file (NpyFile) travels as its name, not its pixels
+        return {k: v for k, v in self.__dict__.items() if k not in ("train", "validation", "test")}
 
     def __setstate__(self, state):
-        if isinstance(state["_images"], tuple):
-            state["_images"] = np.load(state["_images"][1], mmap_mode="r")
         self.__dict__.update(state)
         self._make_datasets()
 

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from transferkit.data import array_dataset
+from transferkit.npyfile import NpyFile
 
 __all__ = ["split_backbone", "FrozenFeatures"]
 
@@ -69,9 +70,10 @@ class FrozenFeatures:
     """Cached outputs of a backbone's frozen part for the training (``views`` per image) and
     validation images of an `ImageFolder`.
 
-    Arrays live in memory, or with ``cache_dir`` in memory-mapped files there, reused by later runs
-    only when everything they depend on is the same: the image files and split, image size, the
-    frozen layers' weights (hashed), the cut, the augmentation and its seed, the views and dtype.
+    Arrays live in memory, or with ``cache_dir`` in `NpyFile` files there (read a batch at a time,
+    so they need not fit in memory), reused by later runs only when everything they depend on is
+    the same: the image files and split, image size, the frozen layers' weights (hashed), the cut,
+    the augmentation and its seed, the views and dtype.
     """
 
     def __init__(self, data, frozen: keras.Model, head_pool, preprocessing=None, augment=None,
@@ -120,23 +122,22 @@ class FrozenFeatures:
         return digest.hexdigest()[:24]
 
     def _arrays(self, cache_dir, key, split, rows) -> tuple[list[np.ndarray], bool]:
-        """Arrays to fill (in memory, or partial memory-mapped files), or finished ones: ``(arrays, reused)``."""
+        """Arrays to fill (in memory, or partial files in ``cache_dir``), or finished ones: ``(arrays, reused)``."""
         if cache_dir is None:
             return [np.empty((rows, *s), dtype=self.dtype) for s in self.shapes], False
         names = [cache_dir / f"features-{key}-{split}-{i}.npy" for i in range(len(self.shapes))]
         if (cache_dir / f"features-{key}.done").exists() and all(n.exists() for n in names):
-            return [np.load(n, mmap_mode="r") for n in names], True
+            return [NpyFile(n) for n in names], True
         partial = [n.with_suffix(".partial.npy") for n in names]
-        return [np.lib.format.open_memmap(p, mode="w+", dtype=self.dtype, shape=(rows, *s))
-                for p, s in zip(partial, self.shapes)], False
+        return [NpyFile.create(p, (rows, *s), self.dtype) for p, s in zip(partial, self.shapes)], False
 
     def _publish(self, cache_dir: Path, key: str) -> None:
         for split, arrays in (("train", self.train), ("validation", self.validation)):
             for i, array in enumerate(arrays):
-                array.flush()
+                array.close()
                 final = cache_dir / f"features-{key}-{split}-{i}.npy"
                 os.replace(final.with_suffix(".partial.npy"), final)
-                arrays[i] = np.load(final, mmap_mode="r")
+                arrays[i] = NpyFile(final)
         (cache_dir / f"features-{key}.done").write_text("ok\n")
 
     @staticmethod

@@ -123,8 +123,9 @@ class TwoPhaseTrainer:
             ``labels``); other data trains the exact way.
         views: augmented variants per training image for ``cache_features``.
         feature_dtype: storage type of cached features (``"float16"`` halves memory).
-        cache_dir: keep cached features here (memory-mapped), reused by later runs on the same
-            files, weights and settings; by default they are kept in memory for one ``fit``.
+        cache_dir: keep cached features in files here, read a batch at a time (for data larger
+            than memory), reused by later runs on the same files, weights and settings; by default
+            they are kept in memory for one ``fit``.
     """
 
     def __init__(
