@@ -111,3 +111,23 @@ def test_an_interrupted_cache_is_not_reused(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tiny_trainer(**CNN, cache_dir=tmp_path / "c").fit(data, epochs=1, fine_tune_epochs=0, verbose=0)
     assert not list((tmp_path / "c").glob("*.done"))
+
+
+def test_features_too_big_for_memory_spill_to_a_temporary_folder(tmp_path, monkeypatch, caplog):
+    import transferkit.features as features_module
+
+    root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6})
+    data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+    in_memory = tiny_trainer(**CNN).fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history
+    seen = []
+    real_fill = FrozenFeatures._fill
+    monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, d, arrays, *a: seen.append(arrays) or real_fill(self, d, arrays, *a))
+    monkeypatch.setattr(features_module, "available_memory", lambda: 1000)
+    with caplog.at_level("WARNING", logger="transferkit.features"):
+        spilled = tiny_trainer(**CNN).fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history
+    assert "more than half the" in caplog.text and "give cache_dir=" in caplog.text
+    paths = [array.path for arrays in seen for array in arrays]
+    assert paths and all(p.parent.name.startswith("transferkit-features-") for p in paths)  # files, not memory
+    assert not paths[0].parent.exists()  # the temporary folder is gone after fit
+    np.testing.assert_allclose(spilled["loss"], in_memory["loss"], rtol=1e-4)
+    np.testing.assert_allclose(spilled["val_accuracy"], in_memory["val_accuracy"])

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import keras
@@ -59,6 +60,21 @@ def split_backbone(backbone: keras.Model, index: int) -> tuple[keras.Model, kera
     return frozen, top
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux, macOS), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _weights_digest(model: keras.Model) -> str:
     digest = hashlib.sha256()
     for weight in model.weights:
@@ -73,7 +89,8 @@ class FrozenFeatures:
     Arrays live in memory, or with ``cache_dir`` in `NpyFile` files there (read a batch at a time,
     so they need not fit in memory), reused by later runs only when everything they depend on is
     the same: the image files and split, image size, the frozen layers' weights (hashed), the cut,
-    the augmentation and its seed, the views and dtype.
+    the augmentation and its seed, the views and dtype. Without ``cache_dir``, features that would
+    take more than half the available memory go to a temporary folder instead, removed by `close`.
     """
 
     def __init__(self, data, frozen: keras.Model, head_pool, preprocessing=None, augment=None,
@@ -93,6 +110,16 @@ class FrozenFeatures:
         pooled = tuple(head_pool.compute_output_shape(frozen.outputs[-1].shape)[1:])
         self.shapes = [*shapes, pooled]
 
+        self._spill = None
+        rows = self.views * self.n_train + self.n_validation
+        self.nbytes = rows * sum(int(np.prod(s)) for s in self.shapes) * self.dtype.itemsize
+        available = available_memory() if cache_dir is None else None
+        if available is not None and self.nbytes > available // 2:
+            self._spill = tempfile.TemporaryDirectory(prefix="transferkit-features-")
+            cache_dir = self._spill.name
+            log.warning("The frozen features need %.1f GiB, more than half the %.1f GiB of available memory: "
+                        "keeping them in %s for this fit (give cache_dir= to choose where, and to reuse them).",
+                        self.nbytes / 2**30, available / 2**30, cache_dir)
         key = None
         if cache_dir is not None:
             key = self._key(data, frozen, augmentation_config, seed, augment is not None)
@@ -174,6 +201,16 @@ class FrozenFeatures:
                     progress.update(row)
         if row != total:
             raise RuntimeError(f"Expected {total} feature rows, computed {row}.")
+
+    def close(self) -> None:
+        """Close the cache files; remove them if they were only spilled to a temporary folder."""
+        for arrays in (self.train, self.validation):
+            for array in arrays:
+                if isinstance(array, NpyFile):
+                    array.close()
+        if self._spill is not None:
+            self._spill.cleanup()
+            self._spill = None
 
     # -- datasets -----------------------------------------------------------------------------
 

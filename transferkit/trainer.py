@@ -125,7 +125,8 @@ class TwoPhaseTrainer:
         feature_dtype: storage type of cached features (``"float16"`` halves memory).
         cache_dir: keep cached features in files here, read a batch at a time (for data larger
             than memory), reused by later runs on the same files, weights and settings; by default
-            they are kept in memory for one ``fit``.
+            they are kept in memory for one ``fit`` (in a temporary folder, removed after it, when
+            they would take more than half the available memory).
     """
 
     def __init__(
@@ -354,6 +355,7 @@ class TwoPhaseTrainer:
                                epochs=boundary + fine_tune_epochs, **run)
             phase2 = time.perf_counter() - start
         if cached:  # leave the full model compiled as the last phase left it, for model.evaluate()
+            features.close()
             self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
 
         history = _merge_histories(first.history if first else {}, second.history if second else {})
