@@ -24,22 +24,17 @@ WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights" /
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=str(WEIGHTS) if WEIGHTS.exists() else None,
-                   help="MobileNetV2 weights file (default: ../shared's, else random weights)")
-    p.add_argument("--image-size", type=int, default=160)
-    p.add_argument("--steps", type=int, default=24, help="batches of 32 per timed pass")
-    args = p.parse_args(argv)
-
-    trainer = TwoPhaseTrainer(weights=args.weights, seed=0)
-    trainer.build(["cat", "dog"], (args.image_size, args.image_size))
+def hot_steps(weights: str | None, image_size: int, steps: int):
+    """``(train_rate(batch_size, jit), forward_rate(jit))``: samples/s of the cached recipe's phase-2
+    training step and of its frozen part's forward pass, on random inputs of the real shapes."""
+    trainer = TwoPhaseTrainer(weights=weights, seed=0)
+    trainer.build(["cat", "dog"], (image_size, image_size))
     index = trainer.unfreeze_index()
     trainer.freeze_backbone()
     frozen, top = split_backbone(trainer.backbone_model, index)
     trainer.unfreeze_top()
     rng = np.random.default_rng(0)
-    n = 32 * args.steps
+    n = 32 * steps
     crossing = [rng.normal(size=(n, *t.shape[1:])).astype("float32") for t in top.inputs]
     labels = rng.integers(0, 2, n)
 
@@ -53,7 +48,7 @@ def main(argv=None) -> int:
         return 2 * n / (time.perf_counter() - start)
 
     def forward_rate(jit: bool) -> float:
-        images = rng.uniform(0, 255, (n // 3, args.image_size, args.image_size, 3)).astype("float32")
+        images = rng.uniform(0, 255, (n // 3, image_size, image_size, 3)).astype("float32")
         model = keras.Model(frozen.inputs, frozen.outputs)
         model.compile(jit_compile=jit)
         model.predict_on_batch(images[:32])
@@ -62,6 +57,18 @@ def main(argv=None) -> int:
             model.predict_on_batch(images[i : i + 32])
         return len(images) / (time.perf_counter() - start)
 
+    return train_rate, forward_rate
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(WEIGHTS) if WEIGHTS.exists() else None,
+                   help="MobileNetV2 weights file (default: ../shared's, else random weights)")
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--steps", type=int, default=24, help="batches of 32 per timed pass")
+    args = p.parse_args(argv)
+
+    train_rate, forward_rate = hot_steps(args.weights, args.image_size, args.steps)
     base = train_rate(32, False)
     print(f"phase 2 (top on cached activations), batch 32, no XLA: {base:.0f} samples/s")
     for batch_size, jit in ((32, True), (64, False), (64, True)):
