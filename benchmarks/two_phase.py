@@ -29,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "data" / "cats_vs_dogs"
+WEB = SHARED / "data" / "cats_vs_dogs_web"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
@@ -54,6 +55,27 @@ def subset(source: Path, target: Path, per_class: dict[str, int]) -> Path:
             for f in sorted(class_dir.iterdir())[:n]:
                 os.symlink(f, dest / f.name)
     return target
+
+
+def web_accuracy_reference(model, web_dir: Path, size: int) -> float:
+    """Accuracy of the reference model (logits out) on another source's photos, read as it read its training data."""
+    import keras
+
+    web = keras.utils.image_dataset_from_directory(web_dir, shuffle=False, batch_size=32, image_size=(size, size))
+    labels = np.concatenate([y.numpy() for _, y in web])
+    logits = model.predict(web, verbose=0)[:, 0]
+    return float(np.mean((logits > 0).astype(int) == labels))
+
+
+def web_accuracy(classifier, web_dir: Path) -> float:
+    """Accuracy of a transferkit classifier on another source's photos (class folders named as in training)."""
+    files, labels = [], []
+    for label, name in enumerate(classifier.class_names):
+        found = sorted(p for p in (web_dir / name).iterdir() if p.is_file())
+        files += found
+        labels += [label] * len(found)
+    probabilities = classifier.predict(files, batch_size=32)
+    return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
 
 
 def reference(data_dir: Path, weights: str, size: int, epochs: int, fine_tune_epochs: int, seed: int) -> dict:
@@ -144,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--options", default="{}", help="JSON of extra TwoPhaseTrainer arguments, e.g. '{\"views\": 4}'")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--web-dir", default=str(WEB),
+                   help="photos from another source (class folders) to report accuracy on; skipped if absent")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -158,15 +182,20 @@ def main(argv=None) -> int:
         data_dir = subset(data_dir, Path(tempfile.mkdtemp()) / "subset",
                           {"train": per_class, "validation": max(1, int(per_class * 0.4))})
     options = json.loads(args.options)
+    web_dir = Path(args.web_dir) if args.web_dir and Path(args.web_dir).is_dir() else None
     runs = {}
     if not args.skip_reference:
         reset_peak_rss()
         runs["reference"] = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
         runs["reference"]["peak_rss_mb"] = peak_rss_mb()
+        if web_dir:
+            runs["reference"]["web_acc"] = web_accuracy_reference(runs["reference"]["model"], web_dir, args.image_size)
     for mode in args.modes:
         reset_peak_rss()
         runs[mode] = transferkit_run(data_dir, args.weights, args.image_size, epochs, fine, args.seed, mode, options)
         runs[mode]["peak_rss_mb"] = peak_rss_mb()
+        if web_dir:
+            runs[mode]["web_acc"] = web_accuracy(runs[mode]["classifier"], web_dir)
     first_mode = args.modes[0]
     inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
 
@@ -185,6 +214,8 @@ def main(argv=None) -> int:
         print(f"{label} peak RSS: {run['peak_rss_mb']:.0f} MiB")
         print(f"{label} val accuracy after phase 1: {run['val_acc_phase1']:.4f}")
         print(f"{label} val accuracy after phase 2: {run['val_acc_phase2']:.4f}")
+        if "web_acc" in run:
+            print(f"{label} web photos accuracy: {run['web_acc']:.4f}")
         figures[name] = {k: v for k, v in run.items() if isinstance(v, (int, float))}
     print(f"transferkit[{first_mode}] saved model predict: {runs[first_mode]['keras_images_per_s']:.1f} images/s")
     print(f"transferkit[{first_mode}] TFLite predict: {runs[first_mode]['tflite_images_per_s']:.1f} images/s")

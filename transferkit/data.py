@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _VALIDATION_FOLDER_NAMES = ("validation", "val", "valid")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: EXIF orientation applied
 
 
 @dataclass(frozen=True)
@@ -50,35 +51,55 @@ class DatasetReport:
     class_names: list[str]
     counts: dict[str, dict[str, int]]
     skipped: list[SkippedFile] = field(default_factory=list)
+    left_out: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
         splits = [s for s in SPLITS if s in self.counts]
         width = max([len(c) for c in self.class_names] + [5])
-        lines = [f"Images in {self.root}", f"{'class':<{width}}" + "".join(f"{s:>12}" for s in splits)]
+        lines = [f"Images in {display_path(self.root)}", f"{'class':<{width}}" + "".join(f"{s:>12}" for s in splits)]
         for name in self.class_names:
             lines.append(f"{name:<{width}}" + "".join(f"{self.counts[s][name]:>12}" for s in splits))
         totals = [sum(self.counts[s].values()) for s in splits]
         lines.append(f"{'total':<{width}}" + "".join(f"{t:>12}" for t in totals))
         lines.append(f"skipped: {len(self.skipped)} file(s)")
-        lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped)
+        lines.extend(f"  {display_path(s.path)}: {s.reason}" for s in self.skipped)
+        if self.left_out:
+            lines.append(f"left out: {len(self.left_out)} file(s) not in the given split, e.g. "
+                         f"{display_path(self.left_out[0])}")
         return "\n".join(lines)
 
 
-def stratified_split(labels, fractions, seed) -> tuple[np.ndarray, ...]:
+def _rank_keys(keys, seed) -> np.ndarray:
+    """A seeded pseudo-random number in [0, 1) per key, fixed for the key: adding keys moves no other."""
+    values = []
+    for key in keys:
+        digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8", "surrogateescape")).digest()
+        values.append(int.from_bytes(digest[:8], "big") / 2**64)
+    return np.asarray(values)
+
+
+def stratified_split(labels, fractions, seed, keys=None) -> tuple[np.ndarray, ...]:
     """Split positions ``0..len(labels)-1`` into ``len(fractions)`` disjoint, class-stratified parts.
 
-    Within each class the positions are shuffled with ``seed`` and cut by rounding
-    ``count * fraction`` for every part but the first, which takes the rest. Same labels and seed,
-    same split.
+    Within each class the members are put in a seeded pseudo-random order and cut by rounding
+    ``count * fraction`` for every part but the first, which takes the rest. The order comes from
+    hashing each member's key (its relative file path, or its position when ``keys`` is None) with
+    ``seed``, so it does not depend on the other members: adding a file to a class moves at most
+    one existing file per cut of that class to a neighbouring part (when a rounded size changes),
+    and leaves every other class's split as it was. Same keys and seed, same split.
 
     >>> [p.tolist() for p in stratified_split([0, 0, 0, 0, 1, 1, 1, 1], (0.5, 0.5), seed=0)]
-    [[0, 2, 6, 7], [1, 3, 4, 5]]
+    [[0, 1, 4, 5], [2, 3, 6, 7]]
     """
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
+    keys = [str(i) for i in range(len(labels))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(labels):
+        raise ValueError(f"stratified_split: {len(keys)} keys for {len(labels)} labels.")
+    ranks = _rank_keys(keys, seed)
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+        members = np.flatnonzero(labels == label)
+        members = members[np.lexsort(([keys[i] for i in members], ranks[members]))]
         sizes = [int(round(len(members) * f)) for f in fractions[1:]]
         while sum(sizes) > len(members):  # rounding up in several parts can overshoot by one
             sizes[int(np.argmax(sizes))] -= 1
@@ -90,24 +111,42 @@ def stratified_split(labels, fractions, seed) -> tuple[np.ndarray, ...]:
     return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
 
 
-def array_dataset(arrays, indices, batch_size: int, rng: np.random.Generator | None = None):
+def pass_rng(seed: int, k: int) -> np.random.Generator:
+    """The generator that orders pass ``k`` of a dataset shuffled with ``seed``: a function of the two
+    alone, so a resumed run can start at pass ``k`` and draw what the uninterrupted run drew."""
+    return np.random.default_rng([int(seed), int(k)])
+
+
+def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = None, start_pass: int = 0,
+                  mirror: bool = False):
     """Batches ``(arrays[0][i], ..., labels[i])`` for ``i`` in ``indices``, as a ``tf.data.Dataset``.
 
     The last array holds the labels (kept as int32); the others are cast to float32. Rows are
-    gathered batch by batch, so the arrays may be `NpyFile` rows on disk, larger than RAM. With ``rng``,
-    every pass over the dataset draws a fresh permutation from it (a NumPy generator, so the order
-    does not depend on TensorFlow's global seed); without, the order is ``indices``. A 2-D
-    ``indices`` (with ``rng``) gives pass ``k`` the shuffled row ``k % len(indices)``.
+    gathered batch by batch, so the arrays may be `NpyFile` rows on disk, larger than RAM.
+
+    Without ``shuffle_seed`` the order is ``indices``. With it, pass ``k`` over the dataset (``k``
+    counted from ``start_pass``) takes a permutation drawn from `pass_rng` ``(shuffle_seed, k)``,
+    so the order depends neither on TensorFlow's global seed nor on earlier passes. A 2-D
+    ``indices`` gives pass ``k`` the row ``k % len(indices)``; a callable ``indices(k, rng)`` gives
+    pass ``k`` the rows it returns. With ``mirror`` (and a seed), each sample's 4-D arrays are
+    mirrored left-right with probability 1/2, drawn from the same generator.
     """
     import tensorflow as tf
 
-    indices = np.asarray(indices, dtype=np.int64)
-    if rng is None:
+    chooser = indices if callable(indices) else None
+    indices = np.asarray(chooser(0, pass_rng(0, 0)) if chooser else indices, dtype=np.int64)
+    if shuffle_seed is None:
         indices = indices.reshape(-1)
     *features, labels = arrays
+    total = len(labels)
 
     def gather(batch_indices):
-        return tuple(np.asarray(a[batch_indices]) for a in features) + (np.asarray(labels[batch_indices]),)
+        flip = batch_indices >= total
+        rows = batch_indices % total
+        out = [np.asarray(a[rows]) for a in features]
+        if flip.any():
+            out = [np.where(flip.reshape(-1, 1, 1, 1), x[:, :, ::-1], x) if x.ndim == 4 else x for x in out]
+        return tuple(out) + (np.asarray(labels[rows]),)
 
     def load(batch_indices):
         dtypes = tuple(tf.as_dtype(a.dtype) for a in features) + (tf.int32,)
@@ -116,12 +155,17 @@ def array_dataset(arrays, indices, batch_size: int, rng: np.random.Generator | N
         y = tf.ensure_shape(out[-1], [None])
         return (xs[0] if len(xs) == 1 else tuple(xs)), y
 
-    if rng is not None:
+    if shuffle_seed is not None:
         rows = indices.reshape(-1, indices.shape[-1])  # 2-D: pass k draws from row k % rows
-        passes = iter(range(2**62))
+        passes = iter(range(int(start_pass), 2**62))
 
         def order():
-            return iter(rng.permutation(rows[next(passes) % len(rows)]))
+            k = next(passes)
+            rng = pass_rng(shuffle_seed, k)
+            chosen = chooser(k, rng) if chooser else rng.permutation(rows[k % len(rows)])
+            if mirror:
+                chosen = chosen + total * (rng.random(len(chosen)) < 0.5)
+            return iter(chosen)
 
         ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec((), tf.int64)).apply(
             tf.data.experimental.assert_cardinality(rows.shape[1])
@@ -132,9 +176,39 @@ def array_dataset(arrays, indices, batch_size: int, rng: np.random.Generator | N
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _class_folders(folder: Path) -> list[Path]:
+def unique_partial(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    partial = unique_partial(path)
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def display_path(path) -> str:
+    """A path as printable text, also when its name is not valid UTF-8 (bad bytes shown as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.is_file():
+        raise NotADirectoryError(
+            f"{display_path(folder)} is a file; give the folder that holds one folder of images per class."
+        )
     if not folder.is_dir():
-        raise FileNotFoundError(f"Image folder not found: {folder}")
+        raise FileNotFoundError(f"Image folder not found: {display_path(folder)}")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Names starting with '.' (``.DS_Store``, ``._photo.jpg``, ``.git/``) are not images of the dataset."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    _check_folder(folder)
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         found = f"only {classes[0].name!r}" if classes else "none"
@@ -145,7 +219,7 @@ def _class_folders(folder: Path) -> list[Path]:
 
 
 def _files_in(class_folder: Path) -> list[Path]:
-    files = sorted(p for p in class_folder.rglob("*") if p.is_file())
+    files = sorted(p for p in class_folder.rglob("*") if p.is_file() and not _hidden(p, class_folder))
     if not files:
         raise ValueError(f"Class folder {class_folder} is empty: put its images there or remove the folder.")
     return files
@@ -167,9 +241,14 @@ class ImageFolder:
     """Verified, decoded, split image data from a class-per-folder tree.
 
     ``directory`` is either a root of class folders (``root/cats/*.jpg``, ``root/dogs/*.jpg``),
-    split by ``split`` on the file list, stratified per class with ``seed``; or a root that already
-    has ``train/`` and ``validation/`` (or ``val/``) and optionally ``test/`` folders of class
-    folders, used as given (``split`` is then ignored).
+    split by ``split`` on the file list, stratified per class with ``seed`` (see `stratified_split`:
+    adding files to a folder moves at most one existing file per cut of its class); or a root that
+    already has ``train/`` and ``validation/`` (or ``val/``) and optionally ``test/`` folders of
+    class folders, used as given (``split`` is then ignored). ``split`` may also be the file lists
+    themselves, ``{"train": [...], "validation": [...], "test": [...]}`` of paths relative to
+    ``directory`` (``split_record()["files"]``, which a trained model carries): exactly those
+    files are used, a listed file that is missing is an error, and files not listed are left out
+    (counted in ``report.left_out``). File and folder names starting with ``.`` are ignored.
 
     Every file is decoded once, up front: files that cannot be used (empty, corrupt, truncated,
     not an image) are skipped and listed in ``report`` (or raise, with ``on_bad_file="raise"``);
@@ -190,7 +269,7 @@ class ImageFolder:
         directory: os.PathLike | str,
         image_size: tuple[int, int] = (160, 160),
         batch_size: int = 32,
-        split: tuple[float, ...] = (0.8, 0.1, 0.1),
+        split: tuple[float, ...] | dict[str, list[str]] = (0.8, 0.1, 0.1),
         seed: int = 42,
         crop_to_aspect_ratio: bool = False,
         on_bad_file: str = "skip",
@@ -211,6 +290,7 @@ class ImageFolder:
         self.crop_to_aspect_ratio = crop_to_aspect_ratio
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
+        given = split if isinstance(split, dict) else None
         sources = self._find_sources(split)
         self.class_names = [p.name for p in next(iter(sources.values()))]
         paths, labels, origin = [], [], []
@@ -220,46 +300,89 @@ class ImageFolder:
                 paths += files
                 labels += [label] * len(files)
                 origin += [split_name] * len(files)
+        left_out = []
+        if given is not None:
+            paths, labels, origin, left_out = self._listed_files(given, paths, labels)
         self._paths = paths
         self._labels = np.asarray(labels, dtype=np.int32)
         self._images, skipped = self._decode_all(on_bad_file, verbose, num_workers)
         bad = {s.path for s in skipped}
         good = np.asarray([p not in bad for p in paths])
-        for split_name, class_folders in sources.items():
-            for label, folder in enumerate(class_folders):
-                if not np.any(good & (self._labels == label) & (np.asarray(origin) == split_name)):
-                    raise ValueError(f"No readable images in {folder}; see the skipped files in the report.")
+        origin = np.asarray(origin)
+        if given is None:
+            for split_name, class_folders in sources.items():
+                for label, folder in enumerate(class_folders):
+                    if not np.any(good & (self._labels == label) & (origin == split_name)):
+                        raise ValueError(
+                            f"No readable images in {display_path(folder)}; see the skipped files in the report."
+                        )
 
         self._all = np.flatnonzero(good)
-        if "train" in sources and len(sources) > 1:
-            self._indices = {
-                name: np.flatnonzero(good & (np.asarray(origin) == name)) for name in sources
-            }
+        if given is not None or ("train" in sources and len(sources) > 1):
+            self.split = None if given is None else "given"
+            self._indices = {name: np.flatnonzero(good & (origin == name)) for name in dict.fromkeys(origin.tolist())}
         else:
-            fractions = _validate_fractions(split)
+            self.split = _validate_fractions(split)
             good_positions = np.flatnonzero(good)
-            parts = stratified_split(self._labels[good_positions], fractions, seed)
+            keys = [self._relative(paths[i]) for i in good_positions]
+            parts = stratified_split(self._labels[good_positions], self.split, seed, keys=keys)
             self._indices = {name: good_positions[p] for name, p in zip(SPLITS, parts)}
         for name in ("train", "validation"):
-            if len(self._indices[name]) == 0:
+            if len(self._indices.get(name, ())) == 0:
+                shown = "the given file lists" if given is not None else f"split={split!r}"
                 raise ValueError(
-                    f"The {name} split of {self.root} is empty: add images or change split={split!r}."
+                    f"The {name} split of {display_path(self.root)} is empty: add images or change {shown}."
                 )
 
         counts = {
             name: {c: int(np.sum(self._labels[idx] == i)) for i, c in enumerate(self.class_names)}
             for name, idx in self._indices.items()
         }
-        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped)
+        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out)
         log.info("%s", self.report)
 
         self._make_datasets()
 
     # -- layout -------------------------------------------------------------------------------
 
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _listed_files(self, given: dict, paths, labels):
+        """Keep the files that ``given`` ({split: [relative paths]}) lists; say what no longer matches."""
+        unknown = set(given) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"split lists {sorted(unknown)}: name the file lists train, validation and test.")
+        where = {self._relative(p): i for i, p in enumerate(paths)}
+        missing = [f for files in given.values() for f in files if f not in where]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} file(s) of the recorded split are not in {display_path(self.root)} "
+                f"(e.g. {display_path(missing[0])}): the folder's files no longer match the split. "
+                "Point at the folder the model was trained on, or evaluate on all of its images."
+            )
+        order = [(name, where[f]) for name in SPLITS for f in given.get(name, ())]
+        listed = {i for _, i in order}
+        left_out = [p for i, p in enumerate(paths) if i not in listed]
+        if left_out:
+            log.warning("%d file(s) in %s are not in the given split and are left out, e.g. %s",
+                        len(left_out), display_path(self.root), display_path(left_out[0]))
+        return ([paths[i] for _, i in order], [labels[i] for _, i in order], [n for n, _ in order], left_out)
+
+    def split_record(self) -> dict:
+        """How this data was split, JSON-friendly: enough to rebuild exactly the same split later
+        with ``ImageFolder(root, split=record["files"])`` (what a trained model carries)."""
+        return {
+            "root": str(self.root.resolve()),
+            "seed": self.seed,
+            "fractions": None if not isinstance(self.split, tuple) else list(self.split),
+            "layout": "fractions" if isinstance(self.split, tuple) else (self.split or "folders"),
+            "class_names": list(self.class_names),
+            "files": {name: [self._relative(self._paths[i]) for i in idx] for name, idx in self._indices.items()},
+        }
+
     def _find_sources(self, split) -> dict[str, list[Path]]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"Image folder not found: {self.root}")
+        _check_folder(self.root)
         if not (self.root / "train").is_dir():
             return {"train": _class_folders(self.root)}
         validation = next(
@@ -303,7 +426,7 @@ class ImageFolder:
                 log.info("Reusing decoded images from %s", array_file)
                 skipped = [SkippedFile(Path(p), r) for p, r in json.loads(meta_file.read_text())["skipped"]]
                 return NpyFile(array_file), skipped
-            partial = array_file.with_suffix(".partial.npy")
+            partial = unique_partial(array_file)
             images = NpyFile.create(partial, shape, np.uint8)
         else:
             images = np.empty(shape, dtype=np.uint8)
@@ -336,9 +459,9 @@ class ImageFolder:
 
         if self.cache_dir is not None:
             images.close()
-            os.replace(partial, array_file)
+            os.replace(partial, array_file)  # another process may publish the same file: same contents
             meta = {"skipped": [[str(s.path), s.reason] for s in skipped]}
-            meta_file.write_text(json.dumps(meta))
+            write_atomically(meta_file, json.dumps(meta))
             return NpyFile(array_file), skipped
         return images, skipped
 
@@ -350,9 +473,9 @@ class ImageFolder:
         test = self._indices.get("test")
         self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
 
-    def _dataset(self, indices: np.ndarray, training: bool):
-        rng = np.random.default_rng(self.seed) if training else None
-        return array_dataset((self._images, self._labels), indices, self.batch_size, rng=rng)
+    def _dataset(self, indices: np.ndarray, training: bool, start_pass: int = 0):
+        seed = self.seed if training else None
+        return array_dataset((self._images, self._labels), indices, self.batch_size, seed, start_pass)
 
     # -- pickling (e.g. to a process that runs one tuning trial) -------------------------------
 
@@ -375,10 +498,11 @@ class ImageFolder:
         total = counts.sum()
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
-    def dataset(self, split: str):
-        """An unshuffled ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"``
-        readable images, in the order of ``files(split)`` (e.g. to evaluate a model)."""
-        return self._dataset(self._split_indices(split), training=False)
+    def dataset(self, split: str, shuffle: bool = False, start_pass: int = 0):
+        """A ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` readable images:
+        unshuffled, in the order of ``files(split)`` (e.g. to evaluate a model), or with ``shuffle``
+        reshuffled every pass as ``train`` is, its first pass being pass ``start_pass`` (to resume)."""
+        return self._dataset(self._split_indices(split), training=shuffle, start_pass=start_pass)
 
     def files(self, split: str = "validation") -> list[Path]:
         """Paths of a split (or ``"all"``), in the order its unshuffled dataset yields them."""

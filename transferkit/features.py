@@ -31,12 +31,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from transferkit.data import array_dataset
+from transferkit.data import array_dataset, unique_partial, write_atomically
 from transferkit.npyfile import NpyFile
 
 __all__ = ["split_backbone", "FrozenFeatures"]
 
 log = logging.getLogger(__name__)
+
+_CACHE_FORMAT = 2  # 2: the key covers the cut, pooling, preprocessing and the backbone's identity
 
 
 def split_backbone(backbone: keras.Model, index: int) -> tuple[keras.Model, keras.Model]:
@@ -58,6 +60,12 @@ def split_backbone(backbone: keras.Model, index: int) -> tuple[keras.Model, kera
     frozen = keras.Model(backbone.input, [*crossing, backbone.output], name=f"{backbone.name}_frozen")
     top = keras.Model(crossing, backbone.output, name=f"{backbone.name}_top")
     return frozen, top
+
+
+def _source_name(tensor) -> str:
+    """The name of the layer that produced a functional model's tensor."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0].name if history else str(getattr(tensor, "name", tensor))
 
 
 def available_memory() -> int | None:
@@ -95,7 +103,7 @@ class FrozenFeatures:
 
     def __init__(self, data, frozen: keras.Model, head_pool, preprocessing=None, augment=None,
                  views: int = 3, dtype: str = "float16", cache_dir: os.PathLike | str | None = None,
-                 augmentation_config=None, seed=None, verbose: int = 0):
+                 augmentation_config=None, seed=None, verbose: int = 0, identity: dict | None = None):
         if views < 1:
             raise ValueError(f"views={views!r}: need at least one view per image.")
         self.views = views if augment is not None else 1  # without augmentation every view is the same
@@ -104,6 +112,7 @@ class FrozenFeatures:
         self.n_validation = len(data.labels("validation"))
         self.batch_size = data.batch_size
         self.seed = seed
+        self.shuffle_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
         self.train_labels = np.tile(data.labels("train"), self.views)
         self.validation_labels = data.labels("validation")
         shapes = [tuple(t.shape[1:]) for t in frozen.outputs[:-1]]
@@ -122,7 +131,8 @@ class FrozenFeatures:
                         self.nbytes / 2**30, available / 2**30, cache_dir)
         key = None
         if cache_dir is not None:
-            key = self._key(data, frozen, augmentation_config, seed, augment is not None)
+            key = self._key(data, frozen, head_pool, preprocessing, augmentation_config, seed, augment is not None,
+                            identity or {})
             cache_dir = Path(cache_dir)
             cache_dir.mkdir(parents=True, exist_ok=True)
         self.train, reused = self._arrays(cache_dir, key, "train", self.views * self.n_train)
@@ -138,13 +148,23 @@ class FrozenFeatures:
 
     # -- storage ------------------------------------------------------------------------------
 
-    def _key(self, data, frozen, augmentation_config, seed, augmented) -> str:
+    def _key(self, data, frozen, head_pool, preprocessing, augmentation_config, seed, augmented, identity) -> str:
+        """Everything the cached values depend on, hashed: reuse is safe only when all of it matches."""
         digest = hashlib.sha256()
         files = [str(p.resolve()) for split in ("train", "validation") for p in data.files(split)]
         stats = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-        digest.update(json.dumps([files, stats, list(data.image_size), self.views, self.dtype.str, seed,
-                                  augmented, augmentation_config, [list(s) for s in self.shapes]],
-                                 default=str).encode())
+        layer_config = lambda layer: None if layer is None else [type(layer).__name__, layer.get_config()]  # noqa: E731
+        description = {
+            "format": _CACHE_FORMAT,
+            "files": files, "stats": stats, "split_sizes": [len(data.labels("train")), len(data.labels("validation"))],
+            "image_size": list(data.image_size), "crop": getattr(data, "crop_to_aspect_ratio", None),
+            "batch_size": self.batch_size, "views": self.views, "dtype": self.dtype.str, "seed": seed,
+            "augmented": augmented, "augmentation": augmentation_config,
+            "cut": [_source_name(t) for t in frozen.outputs], "shapes": [list(s) for s in self.shapes],
+            "pooling": layer_config(head_pool), "preprocessing": layer_config(preprocessing),
+            "identity": identity,
+        }
+        digest.update(json.dumps(description, default=str, sort_keys=True).encode("utf-8", "surrogateescape"))
         digest.update(_weights_digest(frozen).encode())
         return digest.hexdigest()[:24]
 
@@ -155,17 +175,21 @@ class FrozenFeatures:
         names = [cache_dir / f"features-{key}-{split}-{i}.npy" for i in range(len(self.shapes))]
         if (cache_dir / f"features-{key}.done").exists() and all(n.exists() for n in names):
             return [NpyFile(n) for n in names], True
-        partial = [n.with_suffix(".partial.npy") for n in names]
-        return [NpyFile.create(p, (rows, *s), self.dtype) for p, s in zip(partial, self.shapes)], False
+        self._partial = getattr(self, "_partial", {})
+        for n in names:
+            self._partial[n] = unique_partial(n)
+        return [NpyFile.create(self._partial[n], (rows, *s), self.dtype) for n, s in zip(names, self.shapes)], False
 
     def _publish(self, cache_dir: Path, key: str) -> None:
+        """Rename each finished file into place, then mark the entry done. Another process filling the
+        same entry computes the same values, so whichever rename lands last changes nothing."""
         for split, arrays in (("train", self.train), ("validation", self.validation)):
             for i, array in enumerate(arrays):
                 array.close()
                 final = cache_dir / f"features-{key}-{split}-{i}.npy"
-                os.replace(final.with_suffix(".partial.npy"), final)
+                os.replace(self._partial.pop(final), final)
                 arrays[i] = NpyFile(final)
-        (cache_dir / f"features-{key}.done").write_text("ok\n")
+        write_atomically(cache_dir / f"features-{key}.done", "ok\n")
 
     @staticmethod
     def _extractor(frozen, head_pool, preprocessing) -> keras.Model:
@@ -190,7 +214,7 @@ class FrozenFeatures:
         for view in range(views):
             source = dataset
             if view > 0:  # augmentation runs in the input pipeline, in training mode
-                source = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+                source = dataset.map(lambda x, y: (augment(x, training=True), y))  # in order: seeds repeat
             for images, _ in source.prefetch(tf.data.AUTOTUNE):
                 values = extractor.predict_on_batch(images)
                 values = values if isinstance(values, (list, tuple)) else [values]
@@ -214,13 +238,22 @@ class FrozenFeatures:
 
     # -- datasets -----------------------------------------------------------------------------
 
-    def phase_dataset(self, which: str, phase: int):
+    def phase_dataset(self, which: str, phase: int, random_views: bool = False, mirror: bool = False,
+                      start_pass: int = 0):
         """``(inputs, labels)`` batches for ``phase`` (1: pooled features; 2: crossing activations).
-        The training set serves view ``k % views`` on its ``k``-th pass, shuffled."""
+        The training set serves view ``k % views`` on its ``k``-th pass (counted from ``start_pass``),
+        shuffled; with ``random_views`` each image gets a view drawn at random on every pass instead.
+        With ``mirror`` (phase 2), each training sample's activation maps are mirrored left-right
+        with probability 1/2."""
         arrays = self.train if which == "train" else self.validation
         labels = self.train_labels if which == "train" else self.validation_labels
         inputs = arrays[-1:] if phase == 1 else arrays[:-1]
         if which != "train":
             return array_dataset((*inputs, labels), np.arange(len(labels)), self.batch_size)
-        by_view = np.arange(self.views * self.n_train).reshape(self.views, self.n_train)
-        return array_dataset((*inputs, labels), by_view, self.batch_size, rng=np.random.default_rng(self.seed))
+        n, views = self.n_train, self.views
+        rows = np.arange(views * n).reshape(views, n)
+        if random_views and views > 1:
+            def rows(k, rng):  # noqa: F811 - a per-pass choice of view for each image
+                return rng.permutation(n) + n * rng.integers(0, views, n)
+        return array_dataset((*inputs, labels), rows, self.batch_size, self.shuffle_seed, start_pass,
+                             mirror=mirror and phase == 2)

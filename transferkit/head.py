@@ -127,7 +127,8 @@ class ClassifierHead(keras.layers.Layer):
 class ClassProbabilities(keras.layers.Layer):
     """Logits to one probability per class; carries the class names inside a saved model.
 
-    One logit ``z`` becomes ``[1 - sigmoid(z), sigmoid(z)]``; several become ``softmax``.
+    One logit ``z`` becomes ``[1 - sigmoid(z), sigmoid(z)]``; several become ``softmax``. ``split``
+    records which files the model was trained, validated and tested on (`ImageFolder.split_record`).
 
     >>> import numpy as np
     >>> layer = ClassProbabilities(["cat", "dog"])
@@ -135,10 +136,11 @@ class ClassProbabilities(keras.layers.Layer):
     [[0.5, 0.5], [0.0, 1.0]]
     """
 
-    def __init__(self, class_names, image_size=None, **kwargs):
+    def __init__(self, class_names, image_size=None, split=None, **kwargs):
         super().__init__(**kwargs)
         self.class_names = [str(c) for c in class_names]
         self.image_size = None if image_size is None else [int(s) for s in image_size]
+        self.split = split  # how the training data was split (ImageFolder.split_record()), or None
 
     def call(self, logits):
         if len(self.class_names) == 2:
@@ -150,4 +152,5 @@ class ClassProbabilities(keras.layers.Layer):
         return (input_shape[0], len(self.class_names))
 
     def get_config(self):
-        return {**super().get_config(), "class_names": self.class_names, "image_size": self.image_size}
+        return {**super().get_config(), "class_names": self.class_names, "image_size": self.image_size,
+                "split": self.split}

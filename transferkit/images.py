@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,30 +55,41 @@ def read_image(
 ) -> np.ndarray:
     """Decode ``path`` to a ``(height, width, 3)`` uint8 array of RGB pixels.
 
-    Greyscale, palette, RGBA and CMYK images become RGB. The image is resized to ``image_size``
+    The EXIF orientation that cameras and phones write is applied first, so the pixels stand as the
+    photo was taken. Greyscale, palette, RGBA and CMYK images become RGB; an animated image gives
+    its first frame. The image is resized to ``image_size``
     (height, width) with bilinear filtering; with ``crop_to_aspect_ratio`` the largest centred
     crop of the target aspect ratio is taken first instead of squashing.
 
     Raises:
-        ImageReadError: the file is empty, unreadable, not an image, or corrupt/truncated.
+        ImageReadError: the file is empty, unreadable, not an image, corrupt or truncated, or
+            larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb: refused before decoding).
     """
     path = Path(path)
     height, width = image_size
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
-            # JPEG only: decode at a reduced DCT scale that is still at least the target size.
-            img.draft("RGB", (width, height))
-            img.load()
-            img = _to_rgb(img)
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                orientation = img.getexif().get(0x0112, 1)
+                # JPEG only: decode at a reduced DCT scale that is still at least the target size.
+                img.draft("RGB", (width, height))
+                img.load()
+                if orientation != 1:
+                    img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image (format not recognised)") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(path, f"too large to decode safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except RecursionError:
+        raise ImageReadError(path, "cannot be read (a symbolic link loop?)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(path, f"corrupt or truncated image ({exc})") from None
     if crop_to_aspect_ratio:
         img = ImageOps.fit(img, (width, height), Image.Resampling.BILINEAR)

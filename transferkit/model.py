@@ -33,8 +33,20 @@ class Classifier:
                 f"Model {model.name!r} has no ClassProbabilities output layer; it was not made by transferkit."
             )
         self.model = model
+        self._output_layer = layers[-1]
         self.class_names: list[str] = list(layers[-1].class_names)
         self.image_size: tuple[int, int] = (int(model.input_shape[1]), int(model.input_shape[2]))
+
+    @property
+    def split(self) -> dict | None:
+        """How the training data was split (``ImageFolder.split_record()``: seed, fractions, and the
+        files of each split, relative to the data folder), saved inside the ``.keras`` file; None if
+        unknown."""
+        return self._output_layer.split
+
+    @split.setter
+    def split(self, record: dict | None) -> None:
+        self._output_layer.split = record
 
     def read_images(self, paths: Iterable[os.PathLike | str]) -> np.ndarray:
         """Files to a uint8 batch at this model's image size, read exactly as training read them."""

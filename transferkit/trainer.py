@@ -28,6 +28,8 @@ import numpy as np
 
 from transferkit.augment import augmentation as make_augmentation
 from transferkit.backbones import get_backbone, get_backbone_spec
+from transferkit.callbacks import ShowFullModel
+from transferkit.checkpoint import RunCheckpoint
 from transferkit.features import FrozenFeatures, split_backbone
 from transferkit.head import ClassifierHead, ClassProbabilities
 from transferkit.model import Classifier
@@ -80,16 +82,6 @@ class TrainingResult:
         from transferkit.plots import plot_history
 
         return [plot_history(self.history, self.phase_boundary, Path(directory) / "training_curves.png")]
-
-
-def _merge_histories(first: dict, second: dict) -> dict[str, list[float]]:
-    n1 = len(next(iter(first.values()), []))
-    n2 = len(next(iter(second.values()), []))
-    merged = {}
-    for key in list(first) + [k for k in second if k not in first]:
-        merged[key] = [float(v) for v in first.get(key, [float("nan")] * n1)]
-        merged[key] += [float(v) for v in second.get(key, [float("nan")] * n2)]
-    return merged
 
 
 class TwoPhaseTrainer:
@@ -148,6 +140,8 @@ class TwoPhaseTrainer:
         views: int = 3,
         feature_dtype: str = "float16",
         cache_dir: str | os.PathLike | None = None,
+        random_views: bool = False,
+        mirror_features: bool = False,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
@@ -177,6 +171,8 @@ class TwoPhaseTrainer:
         self.views = int(views)
         self.feature_dtype = feature_dtype
         self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.random_views = bool(random_views)
+        self.mirror_features = bool(mirror_features)
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
         self.classifier: Classifier | None = None
@@ -204,6 +200,8 @@ class TwoPhaseTrainer:
             "views": self.views,
             "feature_dtype": self.feature_dtype,
             "cache_dir": self.cache_dir,
+            "random_views": self.random_views,
+            "mirror_features": self.mirror_features,
         }
 
     # -- model --------------------------------------------------------------------------------
@@ -303,69 +301,99 @@ class TwoPhaseTrainer:
         callbacks: list | None = None,
         class_weight: dict | None = None,
         verbose="auto",
+        checkpoint_dir: str | os.PathLike | None = None,
     ) -> TrainingResult:
         """Build a fresh model and run both phases on ``data``.
 
         ``data`` is an `ImageFolder`, or any object with ``train`` and ``validation`` datasets of
         ``(images 0-255, integer labels)`` batches, ``class_names`` and ``image_size``.
         ``fine_tune_epochs=0`` stops after phase 1. With ``cache_features`` (the default) and an
-        `ImageFolder`, the frozen layers run once and the phases train on their cached outputs; user
-        callbacks then see the model that trains (the head, then the unfrozen top), not ``self.model``.
+        `ImageFolder`, the frozen layers run once and the phases train on their cached outputs.
+
+        Callbacks see the full training model (images in, logits out) in both phases, as in
+        ``model.fit``; their epoch logs carry ``"phase"``. Each phase is one Keras ``fit``: patience
+        and ``restore_best_weights`` of ``EarlyStopping`` apply within a phase, and phase 2 starts
+        from the weights phase 1 ended with (see `transferkit.callbacks`).
+
+        With ``checkpoint_dir``, a checkpoint is written after every epoch (weights, optimizer and
+        random states, phase, epoch, history, and a fingerprint of the settings and data); a later
+        ``fit`` with the same directory, settings and data continues after the last finished epoch,
+        in the right phase, and one with other settings or data is refused, naming what differs.
+        With an `ImageFolder` and a ``seed``, the resumed run ends as the uninterrupted one would.
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
         self.build(data.class_names, data.image_size)
-        callbacks = list(callbacks or [])
-        run = dict(callbacks=callbacks, class_weight=class_weight, verbose=verbose,
-                   shuffle=False)  # the training datasets reshuffle themselves every pass
+        if hasattr(data, "split_record"):
+            self.classifier.split = data.split_record()
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = RunCheckpoint(checkpoint_dir, self._fingerprint(data, epochs, fine_tune_epochs))
+        state = checkpoint.load() if checkpoint is not None else None
         index = self.unfreeze_index() if fine_tune_epochs else len(self.backbone_model.layers)
         cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
+        run = dict(class_weight=class_weight, verbose=verbose, shuffle=False)  # datasets reshuffle themselves
+        progress = _Progress(self, checkpoint, state)
 
         start = time.perf_counter()
         self.freeze_backbone()
-        if cached:
-            frozen, top = split_backbone(self.backbone_model, index)
-            features = FrozenFeatures(
-                data, frozen, self._head.pool, self._preprocessing, self._augment, views=self.views,
-                dtype=self.feature_dtype, cache_dir=self.cache_dir, seed=self.seed,
-                augmentation_config=self.get_config()["augmentation"], verbose=1 if verbose == 1 else 0,
-            )
-            pooled = keras.Input(features.shapes[-1], name="pooled_features")
-            model = keras.Model(pooled, self._head(pooled), name="head_on_cached_features")
-            train, validation = features.phase_dataset("train", 1), features.phase_dataset("validation", 1)
-        else:
-            model, train, validation = self.model, data.train, data.validation
-        self.compile(self.learning_rate, model)
-        first = model.fit(train, validation_data=validation, epochs=epochs, **run) if epochs else None
-        phase1 = time.perf_counter() - start
-        boundary = len(first.epoch) if first else 0
-
-        second, phase2 = None, 0.0
-        if fine_tune_epochs:
-            start = time.perf_counter()
-            self.unfreeze_top()
-            log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index, self.backbone_model.layers[index].name)
-            if cached:
-                model = keras.Model(top.inputs, self._head(top.output), name="top_on_cached_features")
-                train, validation = features.phase_dataset("train", 2), features.phase_dataset("validation", 2)
-            self.compile(self.learning_rate * self.fine_tune_lr_factor, model)
-            second = model.fit(train, validation_data=validation, initial_epoch=boundary,
-                               epochs=boundary + fine_tune_epochs, **run)
-            phase2 = time.perf_counter() - start
+        recipe = (_CachedRecipe if cached else _ExactRecipe)(self, data, index, verbose)
+        try:
+            histories = []
+            if not progress.phase_done(1) and epochs:
+                histories.append(self._run_phase(1, recipe, progress, 0, epochs, self.learning_rate, callbacks, run))
+            phase1 = time.perf_counter() - start
+            boundary = progress.boundary(epochs)
+            phase2 = 0.0
+            if fine_tune_epochs:
+                start = time.perf_counter()
+                self.unfreeze_top()
+                log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index,
+                         self.backbone_model.layers[index].name)
+                if not progress.phase_done(2):
+                    histories.append(self._run_phase(2, recipe, progress, boundary, boundary + fine_tune_epochs,
+                                                     self.learning_rate * self.fine_tune_lr_factor, callbacks, run))
+                phase2 = time.perf_counter() - start
+        finally:
+            recipe.close()
+        progress.restore_variables()  # a run that was already finished trains nothing
         if cached:  # leave the full model compiled as the last phase left it, for model.evaluate()
-            features.close()
             self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
-
-        history = _merge_histories(first.history if first else {}, second.history if second else {})
         return TrainingResult(
-            history=history,
+            history=progress.history,
             phase_boundary=boundary,
             classifier=self.classifier,
             phase_seconds=(phase1, phase2),
-            histories=tuple(h for h in (first, second) if h is not None),
+            histories=tuple(histories),
         )
+
+    def _run_phase(self, phase, recipe, progress, first_epoch, last_epoch, learning_rate, callbacks, run):
+        """One Keras ``fit`` of the model that trains this phase, from ``first_epoch`` (or where the
+        checkpoint left it) to ``last_epoch``."""
+        first_epoch = max(first_epoch, progress.epochs_done)
+        model = recipe.model(phase)
+        self.compile(learning_rate, model)
+        progress.restore(model, phase)
+        train, validation = recipe.datasets(phase, first_epoch)
+        shown = [ShowFullModel(callbacks or [], self.model, phase), progress.callback(model, phase)]
+        return model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
+                         callbacks=shown, **run)
+
+    def _fingerprint(self, data, epochs: int, fine_tune_epochs: int) -> dict:
+        """What a checkpoint must match: the settings, the epochs, and the data's files and shape."""
+        import hashlib
+
+        settings = {k: v for k, v in self.get_config().items() if k != "cache_dir"}
+        digest = hashlib.sha256()
+        if hasattr(data, "files"):
+            for split in ("train", "validation"):
+                for path in data.files(split):
+                    digest.update(f"{split}\0{path}\0{os.stat(path).st_size}\n".encode("utf-8", "surrogateescape"))
+        described = {"class_names": list(data.class_names), "image_size": list(data.image_size),
+                     "batch_size": getattr(data, "batch_size", None), "files": digest.hexdigest()[:16]}
+        return {"settings": settings, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "data": described}
 
     # -- using the trained model --------------------------------------------------------------
 
@@ -384,3 +412,129 @@ class TwoPhaseTrainer:
     def save(self, path, overwrite: bool = False):
         """Save the trained classifier as a ``.keras`` file (raw pixels in, probabilities out)."""
         return self._trained().save(path, overwrite=overwrite)
+
+
+class _ExactRecipe:
+    """Each phase trains the full model on the images (fresh augmentation every epoch)."""
+
+    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, verbose):
+        self.trainer, self.data = trainer, data
+
+    def model(self, phase: int) -> keras.Model:
+        return self.trainer.model
+
+    def datasets(self, phase: int, first_epoch: int):
+        if hasattr(self.data, "dataset") and hasattr(self.data, "labels"):
+            return self.data.dataset("train", shuffle=True, start_pass=first_epoch), self.data.validation
+        return self.data.train, self.data.validation
+
+    def close(self) -> None:
+        pass
+
+
+class _CachedRecipe:
+    """The frozen layers run once (`FrozenFeatures`); phase 1 trains the head on pooled features and
+    phase 2 the unfrozen top and head on the activations that cross the unfreeze point."""
+
+    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, verbose):
+        self.trainer = trainer
+        backbone = trainer.backbone_model
+        self.frozen, self.top = split_backbone(backbone, index)
+        cut = backbone.layers[index].name if index < len(backbone.layers) else None
+        self.features = FrozenFeatures(
+            data, self.frozen, trainer._head.pool, trainer._preprocessing, trainer._augment, views=trainer.views,
+            dtype=trainer.feature_dtype, cache_dir=trainer.cache_dir, seed=trainer.seed,
+            augmentation_config=trainer.get_config()["augmentation"], verbose=1 if verbose == 1 else 0,
+            identity={"backbone": trainer.backbone, "backbone_options": trainer.backbone_options,
+                      "weights": trainer.weights, "unfreeze_index": index, "unfreeze_layer": cut},
+        )
+
+    def model(self, phase: int) -> keras.Model:
+        head = self.trainer._head
+        if phase == 1:
+            pooled = keras.Input(self.features.shapes[-1], name="pooled_features")
+            return keras.Model(pooled, head(pooled), name="head_on_cached_features")
+        return keras.Model(self.top.inputs, head(self.top.output), name="top_on_cached_features")
+
+    def datasets(self, phase: int, first_epoch: int):
+        trainer = self.trainer
+        train = self.features.phase_dataset("train", phase, trainer.random_views, trainer.mirror_features,
+                                            start_pass=first_epoch)
+        return train, self.features.phase_dataset("validation", phase)
+
+    def close(self) -> None:
+        self.features.close()
+
+
+class _Progress:
+    """The run's merged history and epoch count, saved to and restored from a `RunCheckpoint`."""
+
+    def __init__(self, trainer: TwoPhaseTrainer, checkpoint: RunCheckpoint | None, state: dict | None):
+        self.trainer, self.checkpoint, self.state = trainer, checkpoint, state
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
+        self.epochs_done = int((state or {}).get("epochs_done", 0))
+        self.phases_done = set((state or {}).get("phases_done", []))
+        self._boundary = (state or {}).get("boundary")
+        self._restored = False
+
+    def phase_done(self, phase: int) -> bool:
+        return phase in self.phases_done
+
+    def boundary(self, epochs: int) -> int:
+        return self._boundary if self._boundary is not None else min(epochs, self.epochs_done)
+
+    def restore(self, model: keras.Model, phase: int) -> None:
+        """Put back the saved variables, and the optimizer's when the checkpoint is inside this phase."""
+        if self.state is None:
+            return
+        self.restore_variables()
+        if self.state.get("phase") == phase and self.state["optimizer_variables"]:
+            model.optimizer.build(model.trainable_variables)
+            saved = self.state["optimizer_variables"]
+            if len(saved) != len(model.optimizer.variables):
+                raise ValueError(f"The checkpoint in {self.checkpoint.directory} holds {len(saved)} optimizer "
+                                 f"variables, this phase has {len(model.optimizer.variables)}.")
+            for variable, value in zip(model.optimizer.variables, saved):
+                variable.assign(value)
+
+    def restore_variables(self) -> None:
+        if self.state is None or self._restored:
+            return
+        variables = self.trainer.model.variables
+        saved = self.state["variables"]
+        if len(saved) != len(variables) or any(tuple(v.shape) != a.shape for v, a in zip(variables, saved)):
+            raise ValueError(f"The checkpoint in {self.checkpoint.directory} does not fit this model's variables.")
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        self._restored = True
+
+    def callback(self, model: keras.Model, phase: int) -> keras.callbacks.Callback:
+        progress = self
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                n = progress.epochs_done
+                for key, value in (logs or {}).items():
+                    progress.history.setdefault(key, [float("nan")] * n).append(float(value))
+                progress.epochs_done = epoch + 1
+                for values in progress.history.values():
+                    values.extend([float("nan")] * (progress.epochs_done - len(values)))
+                progress.save(model, phase)
+
+            def on_train_end(self, logs=None):
+                progress.phases_done.add(phase)
+                if phase == 1:
+                    progress._boundary = progress.epochs_done
+                progress.save(model, phase)
+
+        return Record()
+
+    def save(self, model: keras.Model, phase: int) -> None:
+        self._restored = True  # what is in memory is now newer than the checkpoint read at the start
+        if self.checkpoint is None:
+            return
+        state = {"phase": phase, "epochs_done": self.epochs_done, "phases_done": sorted(self.phases_done),
+                 "boundary": self._boundary, "history": self.history}
+        optimizer = model.optimizer.variables if model.optimizer is not None and model.optimizer.built else []
+        self.checkpoint.save(state, [keras.ops.convert_to_numpy(v) for v in self.trainer.model.variables],
+                             [keras.ops.convert_to_numpy(v) for v in optimizer])
