@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="phase-1 epochs (backbone frozen)")
     p.add_argument("--fine-tune-epochs", type=int, default=10, help="phase-2 epochs (top of the backbone trains)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output after its last finished epoch (a checkpoint is written "
+                        "after every epoch into OUTPUT/checkpoint)")
     add_data_options(p)
     add_model_options(p)
 
@@ -90,8 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
     p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model)")
     p.add_argument("--split", dest="which", default="all",
-                   help="all, or train/validation/test as ImageFolder splits DATA_DIR with --seed")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split (match the training run's)")
+                   help="all, or train/validation/test: the files of that split as recorded in MODEL "
+                        "(models without a record: DATA_DIR split again with --seed and --fractions)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split, for models that do not record theirs")
+    p.add_argument("--fractions", type=_split, default=(0.8, 0.1, 0.1),
+                   help="split fractions, for models that do not record theirs")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--output", default=None, help="also write metrics.json, confusion_matrix.png, top_losses.png here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -139,15 +145,31 @@ def load_data(args):
     return data
 
 
-def cmd_train(args) -> int:
-    from transferkit import ClassifierHead, TwoPhaseTrainer
-    from transferkit.callbacks import PhaseSummary
-    from transferkit.run import RUN_FILES, save_run
+def _check_train_args(args):
+    """Everything that can be wrong with the options, found before any image is decoded."""
+    from transferkit import ClassifierHead, TwoPhaseTrainer, get_backbone_spec, list_backbones
+    from transferkit.data import _validate_fractions
 
-    output = Path(args.output)
-    if not args.overwrite and any((output / f).exists() for f in RUN_FILES):
-        raise FileExistsError(f"{output} already holds a run; pass --overwrite or choose another --output.")
-    data = load_data(args)
+    for name in ("epochs", "fine_tune_epochs"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 or more epochs.")
+    if args.epochs + args.fine_tune_epochs == 0:
+        raise ValueError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
+    if args.image_size < 32:
+        raise ValueError(f"--image-size {args.image_size}: give at least 32 pixels.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: give at least 1.")
+    if args.views < 1:
+        raise ValueError(f"--views {args.views}: give at least 1 augmented view per image.")
+    if not (Path(args.data_dir) / "train").is_dir():
+        _validate_fractions(args.split)
+    try:
+        get_backbone_spec(args.backbone)
+    except KeyError:
+        raise ValueError(f"--backbone {args.backbone!r} is not registered; choose one of: "
+                         f"{', '.join(list_backbones())}.") from None
+    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file; give a weights file, 'imagenet' or 'none'.")
     trainer = TwoPhaseTrainer(
         backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),
         head=ClassifierHead(dropout=args.dropout, hidden_units=args.hidden_units),
@@ -156,9 +178,34 @@ def cmd_train(args) -> int:
         fine_tune_lr_factor=args.fine_tune_lr_factor, seed=args.seed,
         cache_features=not args.exact, views=args.views, cache_dir=args.cache_dir,
     )
-    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=[PhaseSummary()])
+    if args.fine_tune_epochs:
+        trainer.check((args.image_size, args.image_size))
+    return trainer
+
+
+def cmd_train(args) -> int:
+    import shutil
+
+    from transferkit.callbacks import PhaseSummary
+    from transferkit.run import RUN_FILES, save_run
+
+    output = Path(args.output)
+    checkpoint = output / "checkpoint"
+    if not (args.overwrite or args.resume) and any((output / f).exists() for f in RUN_FILES):
+        raise FileExistsError(f"{output} already holds a run; pass --overwrite or choose another --output.")
+    if checkpoint.exists() and not (args.overwrite or args.resume):
+        raise FileExistsError(f"{output} holds the checkpoint of an unfinished run; pass --resume to continue it, "
+                              "--overwrite to start again, or choose another --output.")
+    trainer = _check_train_args(args)
+    if args.overwrite and not args.resume and checkpoint.exists():
+        shutil.rmtree(checkpoint)  # asked for with --overwrite
+    if args.resume and (checkpoint / "checkpoint.json").exists():
+        print(f"Resuming the run in {output} from its last finished epoch.")
+    data = load_data(args)
+    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+                         callbacks=[PhaseSummary()], checkpoint_dir=checkpoint)
     split = "test" if data.test is not None else "validation"
-    metrics = save_run(trainer, result, data, output, split=split, overwrite=args.overwrite)
+    metrics = save_run(trainer, result, data, output, split=split, overwrite=args.overwrite or args.resume)
     _print_summary(metrics)
     return 0
 
@@ -189,8 +236,15 @@ def cmd_evaluate(args) -> int:
     from transferkit.evaluate import evaluate
 
     classifier = load_model(args.model)
+    split = args.fractions
+    if args.which != "all":
+        if classifier.split is not None:
+            split = classifier.split["files"]
+        else:
+            print(f"{args.model} does not record its split: splitting {args.data_dir} with --seed {args.seed} and "
+                  f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
     data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
-                       seed=args.seed, verbose=0 if args.json else 1)
+                       split=split, seed=args.seed, verbose=0 if args.json else 1)
     evaluation = evaluate(classifier, data, split=args.which)
     summary = evaluation.to_dict()
     summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
@@ -319,12 +373,15 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xNN
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = COMMANDS.get(args.command) or getattr(args, "handler")
     try:
         return command(args)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"transferkit {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from transferkit.augment import PRESETS
 from transferkit.augment import augmentation as make_augmentation
 from transferkit.backbones import get_backbone, get_backbone_spec
 from transferkit.callbacks import ShowFullModel
@@ -153,6 +154,11 @@ class TwoPhaseTrainer:
             raise ValueError(
                 f"learning_rate={learning_rate!r} and fine_tune_lr_factor={fine_tune_lr_factor!r} must be positive."
             )
+        if int(views) < 1:
+            raise ValueError(f"views={views!r}: the fast path needs at least one view per training image.")
+        if isinstance(augmentation, str) and augmentation not in PRESETS:
+            raise ValueError(f"augmentation={augmentation!r}: choose one of {', '.join(PRESETS)}, a dict, "
+                             "a Keras layer, or None.")
         if optimizer not in ("adam", "adamw", "rmsprop", "sgd"):
             raise ValueError(f"optimizer={optimizer!r}: use 'adam', 'adamw', 'rmsprop' or 'sgd'.")
         self.backbone = backbone
@@ -241,6 +247,19 @@ class TwoPhaseTrainer:
         self.classifier = Classifier(keras.Model(inputs, probabilities, name=f"{self.backbone}_classifier"))
         self._head, self._augment, self._preprocessing = head, augment, preprocessing
         return self.model
+
+    def check(self, image_size) -> int:
+        """Check the settings that need the backbone's layers (the unfreeze point) without loading
+        weights or touching data, so bad settings fail before any image is decoded. Returns the
+        unfreeze index."""
+        image_size = tuple(int(s) for s in image_size)
+        saved = self.backbone_model
+        try:
+            self.backbone_model = get_backbone(self.backbone, input_shape=(*image_size, 3), weights=None,
+                                               **self.backbone_options)
+            return self.unfreeze_index()
+        finally:
+            self.backbone_model = saved
 
     def unfreeze_index(self) -> int:
         """``unfreeze_from`` as an index into the backbone's layers."""
@@ -377,7 +396,8 @@ class TwoPhaseTrainer:
         self.compile(learning_rate, model)
         progress.restore(model, phase)
         train, validation = recipe.datasets(phase, first_epoch)
-        shown = [ShowFullModel(callbacks or [], self.model, phase), progress.callback(model, phase)]
+        record_epoch, record_phase = progress.callbacks(model, phase)
+        shown = [record_epoch, ShowFullModel(callbacks or [], self.model, phase), record_phase]
         return model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                          callbacks=shown, **run)
 
@@ -386,6 +406,7 @@ class TwoPhaseTrainer:
         import hashlib
 
         settings = {k: v for k, v in self.get_config().items() if k != "cache_dir"}
+        settings["head"] = {k: v for k, v in settings["head"].items() if k != "name"}  # generated, not chosen
         digest = hashlib.sha256()
         if hasattr(data, "files"):
             for split in ("train", "validation"):
@@ -508,10 +529,12 @@ class _Progress:
             variable.assign(value)
         self._restored = True
 
-    def callback(self, model: keras.Model, phase: int) -> keras.callbacks.Callback:
+    def callbacks(self, model: keras.Model, phase: int) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+        """Two callbacks: one to run before the user's (saves each finished epoch), one after them
+        (marks the phase done, with the weights that the user's callbacks may have restored)."""
         progress = self
 
-        class Record(keras.callbacks.Callback):
+        class RecordEpoch(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 n = progress.epochs_done
                 for key, value in (logs or {}).items():
@@ -521,13 +544,14 @@ class _Progress:
                     values.extend([float("nan")] * (progress.epochs_done - len(values)))
                 progress.save(model, phase)
 
+        class RecordPhase(keras.callbacks.Callback):
             def on_train_end(self, logs=None):
                 progress.phases_done.add(phase)
                 if phase == 1:
                     progress._boundary = progress.epochs_done
                 progress.save(model, phase)
 
-        return Record()
+        return RecordEpoch(), RecordPhase()
 
     def save(self, model: keras.Model, phase: int) -> None:
         self._restored = True  # what is in memory is now newer than the checkpoint read at the start
