@@ -1,11 +1,19 @@
 """Keras callbacks for two-phase runs, and how user callbacks are shown the run.
 
 `TwoPhaseTrainer.fit` hands every user callback the full training model (images in, logits out) in
-both phases and on both paths, as ``model.fit`` of that model would: ``ModelCheckpoint`` saves it,
-``EarlyStopping`` stops the phase that is running and restores weights into it,
-``ReduceLROnPlateau`` changes the learning rate of the optimizer that is training. Epoch logs carry
-``"phase"`` (1 or 2), and a callback with ``on_phase_begin(phase)`` / ``on_phase_end(phase, logs)``
-methods (such as `PhaseCallback`) is told when each phase starts and ends.
+both phases and on both paths, and shows it the two phases as one training run, as one
+``model.fit`` of that model would be: ``on_train_begin`` before the first epoch of phase 1 and
+``on_train_end`` after the last of phase 2, epochs numbered on across the boundary. So
+``ModelCheckpoint`` saves the full model (``keras.saving.load_model`` reads it; ``{phase:.0f}``
+may appear in its file name), ``CSVLogger`` and ``TensorBoard`` write one log for the whole run,
+and ``ReduceLROnPlateau`` changes the learning rate of the optimizer that is training.
+
+Between the phases, patience starts again: ``EarlyStopping`` ends the *phase* that is running
+(phase 2 still runs after an early stop in phase 1) and ``ReduceLROnPlateau`` starts counting
+afresh at phase 2's own learning rate; with ``restore_best_weights``, the weights of the best
+epoch of the whole run are restored at the end. Epoch logs carry ``"phase"`` (1 or 2), and a
+callback with ``on_phase_begin(phase)`` / ``on_phase_end(phase, logs)`` methods (such as
+`PhaseCallback`) is told when each phase starts and ends.
 """
 
 from __future__ import annotations
@@ -40,11 +48,13 @@ class ShowFullModel(keras.callbacks.Callback):
     one that trains, so learning-rate callbacks act on it.
     """
 
-    def __init__(self, callbacks, full_model: keras.Model, phase: int):
+    def __init__(self, callbacks: keras.callbacks.CallbackList, full_model: keras.Model, phase: int,
+                 begins_run: bool = True, ends_run: bool = True):
         super().__init__()
-        self.callbacks = keras.callbacks.CallbackList(list(callbacks), add_history=False, add_progbar=False)
+        self.callbacks = callbacks
         self.full_model = full_model
         self.phase = phase
+        self.begins_run, self.ends_run = begins_run, ends_run
         self._last_logs: dict = {}
 
     def set_model(self, model):
@@ -66,16 +76,21 @@ class ShowFullModel(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_begin(self, logs=None):
+        if self.begins_run:
+            self.callbacks.on_train_begin(logs)
+        else:
+            for callback in self.callbacks.callbacks:
+                _restart_patience(callback)
         for callback in self.callbacks.callbacks:
             if hasattr(callback, "on_phase_begin"):
                 callback.on_phase_begin(self.phase, logs)
-        self.callbacks.on_train_begin(logs)
 
     def on_train_end(self, logs=None):
-        self.callbacks.on_train_end(logs)
         for callback in self.callbacks.callbacks:
             if hasattr(callback, "on_phase_end"):
                 callback.on_phase_end(self.phase, self._last_logs)
+        if self.ends_run:
+            self.callbacks.on_train_end(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.callbacks.on_epoch_begin(epoch, logs)
@@ -110,6 +125,14 @@ class ShowFullModel(keras.callbacks.Callback):
 
     def on_predict_end(self, logs=None):
         self.callbacks.on_predict_end(logs)
+
+
+def _restart_patience(callback) -> None:
+    """A new phase: an early stop or plateau in the last one says nothing about this one."""
+    if isinstance(callback, keras.callbacks.EarlyStopping):
+        callback.wait, callback.stopped_epoch = 0, 0
+    elif isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+        callback._reset()  # what its own on_train_begin does
 
 
 class PhaseSummary(PhaseCallback):

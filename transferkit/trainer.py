@@ -355,6 +355,8 @@ class TwoPhaseTrainer:
         cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
         run = dict(class_weight=class_weight, verbose=verbose, shuffle=False)  # datasets reshuffle themselves
         progress = _Progress(self, checkpoint, state)
+        user_callbacks = keras.callbacks.CallbackList(list(callbacks or []), add_history=False, add_progbar=False)
+        phases = [p for p, n in ((1, epochs), (2, fine_tune_epochs)) if n and not progress.phase_done(p)]
 
         start = time.perf_counter()
         self.freeze_backbone()
@@ -362,7 +364,8 @@ class TwoPhaseTrainer:
         try:
             histories = []
             if not progress.phase_done(1) and epochs:
-                histories.append(self._run_phase(1, recipe, progress, 0, epochs, self.learning_rate, callbacks, run))
+                histories.append(self._run_phase(1, recipe, progress, 0, epochs, self.learning_rate,
+                                                 user_callbacks, phases, run))
             phase1 = time.perf_counter() - start
             boundary = progress.boundary(epochs)
             phase2 = 0.0
@@ -373,7 +376,8 @@ class TwoPhaseTrainer:
                          self.backbone_model.layers[index].name)
                 if not progress.phase_done(2):
                     histories.append(self._run_phase(2, recipe, progress, boundary, boundary + fine_tune_epochs,
-                                                     self.learning_rate * self.fine_tune_lr_factor, callbacks, run))
+                                                     self.learning_rate * self.fine_tune_lr_factor,
+                                                     user_callbacks, phases, run))
                 phase2 = time.perf_counter() - start
         finally:
             recipe.close()
@@ -388,7 +392,7 @@ class TwoPhaseTrainer:
             histories=tuple(histories),
         )
 
-    def _run_phase(self, phase, recipe, progress, first_epoch, last_epoch, learning_rate, callbacks, run):
+    def _run_phase(self, phase, recipe, progress, first_epoch, last_epoch, learning_rate, callbacks, phases, run):
         """One Keras ``fit`` of the model that trains this phase, from ``first_epoch`` (or where the
         checkpoint left it) to ``last_epoch``."""
         first_epoch = max(first_epoch, progress.epochs_done)
@@ -397,7 +401,8 @@ class TwoPhaseTrainer:
         progress.restore(model, phase)
         train, validation = recipe.datasets(phase, first_epoch)
         record_epoch, record_phase = progress.callbacks(model, phase)
-        shown = [record_epoch, ShowFullModel(callbacks or [], self.model, phase), record_phase]
+        user = ShowFullModel(callbacks, self.model, phase, begins_run=phase == phases[0], ends_run=phase == phases[-1])
+        shown = [record_epoch, user, record_phase]
         return model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                          callbacks=shown, **run)
 
