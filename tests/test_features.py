@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image, make_tree, tiny_trainer
-from transferkit import ImageFolder
+from transferkit import ImageFolder, TwoPhaseTrainer
 from transferkit.features import FrozenFeatures, split_backbone
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2")
@@ -97,6 +97,68 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
     make_image(root / "cats" / "cats_000.png", (0, 255, 0), seed=5)
     fit()
     assert len(fills) == 10  # a file changed
+
+
+def test_the_cache_key_covers_the_cut_and_the_pooling(tmp_path, monkeypatch):
+    """block2_bn and block2_relu are cut through tensors of the same shape: a cache of one must not
+    serve the other (it did once, and trained on the wrong inputs without a word)."""
+    fills = []
+    real = FrozenFeatures._fill
+    monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, *a, **k: fills.append(1) or real(self, *a, **k))
+    root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6})
+    data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+    images = data.images("validation")
+
+    def predictions(cache_dir, **overrides):
+        trainer = tiny_trainer(**{**CNN, "learning_rate": 2e-2, "cache_dir": cache_dir, **overrides})
+        trainer.fit(data, epochs=1, fine_tune_epochs=2, verbose=0)
+        return trainer.predict(images)
+
+    cache = tmp_path / "cache"
+    predictions(cache, unfreeze_from="block2_bn")
+    assert len(fills) == 2
+    for overrides in ({"unfreeze_from": "block2_relu"}, {"head": {"pooling": "max"}},
+                      {"augmentation": "strong"}, {"feature_dtype": "float32"}):
+        cached = predictions(cache, **overrides)
+        assert len(fills) == 4, overrides  # computed afresh, not served from another setting's cache
+        fills.clear(), fills.extend([1, 1])
+        np.testing.assert_allclose(cached, predictions(None, **overrides), atol=1e-6)
+        fills.clear(), fills.extend([1, 1])
+    predictions(cache, unfreeze_from="block2_bn")
+    assert len(fills) == 2  # the first setting's entry is still there and reused
+
+
+def test_two_processes_filling_one_cache_both_succeed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = make_tree(tmp_path / "pets", {"cats": 12, "dogs": 12})
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    script = REPO / "tests" / "cache_writer.py"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    writers = [subprocess.Popen([sys.executable, str(script), str(root), str(cache), str(go)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    go.touch()
+    outputs = [w.communicate(timeout=300) for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert not list(cache.glob("*partial*"))
+    assert len(list(cache.glob("images-*.npy"))) == 1 and len(list(cache.glob("features-*.done"))) == 1
+
+    fills = []
+    real = FrozenFeatures._fill
+    monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, *a, **k: fills.append(1) or real(self, *a, **k))
+    runs = []
+    for cache_dir in (cache, None):  # what the writers published, then computed afresh in memory
+        data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0, cache_dir=cache_dir)
+        trainer = TwoPhaseTrainer(backbone="test_cnn", weights=None, unfreeze_from="block2", seed=0,
+                                  cache_dir=cache_dir)
+        runs.append(trainer.fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history)
+        if cache_dir is not None:
+            assert fills == []  # reused the writers' entry
+    np.testing.assert_allclose(runs[0]["loss"], runs[1]["loss"], rtol=1e-3)
+    np.testing.assert_allclose(runs[0]["val_loss"], runs[1]["val_loss"], rtol=1e-3)
 
 
 def test_an_interrupted_cache_is_not_reused(tmp_path, monkeypatch):
