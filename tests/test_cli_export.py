@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,28 @@ def test_train_command_writes_a_complete_run(tmp_path, capsys):
     assert load_model(out / "model.keras").class_names == ["cats", "dogs"]
     assert main(argv) == 2  # a second run refuses to overwrite the first
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_uses_the_split_the_model_was_trained_with(tmp_path, capsys):
+    root = make_tree(tmp_path / "pets", {"cats": 20, "dogs": 20})
+    out = tmp_path / "run"
+    assert main(["train", str(root), "--output", str(out), "--weights", "none", "--image-size", "32",
+                 "--batch-size", "8", "--epochs", "1", "--fine-tune-epochs", "0", "--backbone-option", "alpha=0.35",
+                 "--split", "0.7,0.15,0.15", "--seed", "5"]) == 0
+    capsys.readouterr()
+    model = load_model(out / "model.keras")
+    recorded = model.split["files"]["test"]
+    assert len(recorded) == 6 and model.split["fractions"] == [0.7, 0.15, 0.15]
+    make_tree(tmp_path / "more", {"cats": 3})  # files added later are not in the run's test split
+    for f in (tmp_path / "more" / "cats").iterdir():
+        f.rename(root / "cats" / f"later_{f.name}")
+    assert main(["evaluate", str(out / "model.keras"), str(root), "--split", "test", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["count"] == 6
+    assert sorted(Path(t["file"]).relative_to(root).as_posix() for t in summary["top_losses"]) == sorted(recorded)
+    (root / recorded[0]).unlink()
+    assert main(["evaluate", str(out / "model.keras"), str(root), "--split", "test"]) == 2
+    assert "no longer match" in capsys.readouterr().err
 
 
 def test_evaluate_command(saved_model, tiny_data, tmp_path, capsys):

@@ -81,12 +81,12 @@ def _rank_keys(keys, seed) -> np.ndarray:
 def stratified_split(labels, fractions, seed, keys=None) -> tuple[np.ndarray, ...]:
     """Split positions ``0..len(labels)-1`` into ``len(fractions)`` disjoint, class-stratified parts.
 
-    Within each class the members are put in a seeded pseudo-random order and cut by rounding
-    ``count * fraction`` for every part but the first, which takes the rest. The order comes from
-    hashing each member's key (its relative file path, or its position when ``keys`` is None) with
-    ``seed``, so it does not depend on the other members: adding a file to a class moves at most
-    one existing file per cut of that class to a neighbouring part (when a rounded size changes),
-    and leaves every other class's split as it was. Same keys and seed, same split.
+    Within each class the members are put in a seeded pseudo-random order and cut where the running
+    total of the fractions, times the class's size, rounds to (so each part is within one member of
+    its share). The order comes from hashing each member's key (its relative file path, or its
+    position when ``keys`` is None) with ``seed``, so it does not depend on the other members:
+    adding a file to a class moves at most one existing file per cut of that class to a
+    neighbouring part, and leaves every other class's split as it was. Same keys and seed, same split.
 
     >>> [p.tolist() for p in stratified_split([0, 0, 0, 0, 1, 1, 1, 1], (0.5, 0.5), seed=0)]
     [[0, 1, 4, 5], [2, 3, 6, 7]]
@@ -100,14 +100,11 @@ def stratified_split(labels, fractions, seed, keys=None) -> tuple[np.ndarray, ..
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         members = members[np.lexsort(([keys[i] for i in members], ranks[members]))]
-        sizes = [int(round(len(members) * f)) for f in fractions[1:]]
-        while sum(sizes) > len(members):  # rounding up in several parts can overshoot by one
-            sizes[int(np.argmax(sizes))] -= 1
-        start = len(members) - sum(sizes)
-        parts[0].append(members[:start])
-        for i, size in enumerate(sizes, start=1):
-            parts[i].append(members[start : start + size])
-            start += size
+        cuts = [int(np.floor(len(members) * c + 0.5)) for c in np.cumsum(fractions)[:-1]] + [len(members)]
+        start = 0
+        for i, stop in enumerate(cuts):
+            parts[i].append(members[start:stop])
+            start = stop
     return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
 
 
