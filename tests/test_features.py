@@ -57,20 +57,30 @@ def test_cached_features_equal_the_networks_outputs(cnn_data):
     np.testing.assert_allclose(half.train[-1], cache.train[-1][:n], rtol=2e-3, atol=1e-3)
 
 
-def test_training_on_cached_features_matches_the_exact_recipe(tmp_path):
-    """Without augmentation or dropout and with full batches the two recipes do the same arithmetic."""
-    root = make_tree(tmp_path / "pets", {"cats": 8, "dogs": 8})
+def test_training_on_cached_features_matches_the_exact_recipe(tmp_path, monkeypatch):
+    """Without augmentation or dropout the two recipes do the same arithmetic, batch for batch (several
+    batches an epoch, shuffled in the same order), and each run really takes the path it names."""
+    root = make_tree(tmp_path / "pets", {"cats": 12, "dogs": 12})
+    built_features = []
+    real_init = FrozenFeatures.__init__
+    monkeypatch.setattr(FrozenFeatures, "__init__",
+                        lambda self, *a, **k: built_features.append(1) or real_init(self, *a, **k))
     runs = {}
-    for cached in (True, False):
-        data = ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.5, 0.5), seed=0)  # one batch/epoch
+    for name, cached, seed in (("fast", True, 4), ("exact", False, 4), ("control", True, 5)):
+        data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)  # 3 batches/epoch
         trainer = tiny_trainer(**CNN, head={"dropout": 0.0}, augmentation=None, views=1, feature_dtype="float32",
-                               cache_features=cached, learning_rate=1e-2, seed=4)
+                               cache_features=cached, learning_rate=1e-2, seed=seed)
+        before = len(built_features)
         result = trainer.fit(data, epochs=2, fine_tune_epochs=2, verbose=0)
-        runs[cached] = (result.history, trainer.predict(data.images("validation")))
+        assert len(built_features) - before == (1 if cached else 0), name  # the path it says it took
+        runs[name] = (result.history, trainer.predict(data.images("validation")))
     for key in ("loss", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(runs[True][0][key], runs[False][0][key], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-6)
-    assert runs[True][0]["loss"][-1] < runs[True][0]["loss"][0] - 1e-3  # it did train
+        np.testing.assert_allclose(runs["fast"][0][key], runs["exact"][0][key], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(runs["fast"][1], runs["exact"][1], rtol=1e-4, atol=1e-6)
+    assert runs["fast"][0]["loss"][-1] < runs["fast"][0]["loss"][0] - 1e-3  # it did train
+    assert np.ptp(runs["fast"][1][:, 1]) > 1e-2  # and its outputs depend on the image
+    # The control (another seed: other initial weights and order) shows the comparison can fail.
+    assert not np.allclose(runs["control"][1], runs["exact"][1], rtol=1e-4, atol=1e-6)
 
 
 def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, monkeypatch):

@@ -470,8 +470,8 @@ class ImageFolder:
         test = self._indices.get("test")
         self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
 
-    def _dataset(self, indices: np.ndarray, training: bool, start_pass: int = 0):
-        seed = self.seed if training else None
+    def _dataset(self, indices: np.ndarray, training: bool, start_pass: int = 0, seed: int | None = None):
+        seed = (self.seed if seed is None else seed) if training else None
         return array_dataset((self._images, self._labels), indices, self.batch_size, seed, start_pass)
 
     # -- pickling (e.g. to a process that runs one tuning trial) -------------------------------
@@ -495,11 +495,12 @@ class ImageFolder:
         total = counts.sum()
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
-    def dataset(self, split: str, shuffle: bool = False, start_pass: int = 0):
+    def dataset(self, split: str, shuffle: bool = False, start_pass: int = 0, seed: int | None = None):
         """A ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` readable images:
         unshuffled, in the order of ``files(split)`` (e.g. to evaluate a model), or with ``shuffle``
-        reshuffled every pass as ``train`` is, its first pass being pass ``start_pass`` (to resume)."""
-        return self._dataset(self._split_indices(split), training=shuffle, start_pass=start_pass)
+        reshuffled every pass as ``train`` is (with ``seed``, or this folder's), its first pass being
+        pass ``start_pass`` (to resume)."""
+        return self._dataset(self._split_indices(split), training=shuffle, start_pass=start_pass, seed=seed)
 
     def files(self, split: str = "validation") -> list[Path]:
         """Paths of a split (or ``"all"``), in the order its unshuffled dataset yields them."""

@@ -451,7 +451,8 @@ class _ExactRecipe:
 
     def datasets(self, phase: int, first_epoch: int):
         if hasattr(self.data, "dataset") and hasattr(self.data, "labels"):
-            return self.data.dataset("train", shuffle=True, start_pass=first_epoch), self.data.validation
+            train = self.data.dataset("train", shuffle=True, start_pass=first_epoch, seed=self.trainer.seed)
+            return train, self.data.validation
         return self.data.train, self.data.validation
 
     def close(self) -> None:
