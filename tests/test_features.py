@@ -90,8 +90,9 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
     root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6})
     cache = tmp_path / "cache"
 
-    def fit(size=32, **overrides):
-        data = ImageFolder(root, image_size=(size, size), batch_size=4, split=(0.5, 0.5), seed=0)
+    def fit(size=32, split_seed=0, crop=False, **overrides):
+        data = ImageFolder(root, image_size=(size, size), batch_size=4, split=(0.5, 0.5), seed=split_seed,
+                           crop_to_aspect_ratio=crop)
         trainer = tiny_trainer(**{**CNN, "cache_dir": cache, **overrides})
         return trainer.fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history
 
@@ -104,9 +105,19 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
     assert len(fills) == 6  # other (random) backbone weights and augmentation seed
     fit(views=2)
     assert len(fills) == 8
+    fit(split_seed=1)
+    assert len(fills) == 10  # another split of the same files
+    fit(crop=True)
+    assert len(fills) == 12  # crop mode (the images differ only because the test images are not square)
+    weights = tmp_path / "cnn.weights.h5"
+    trained = tiny_trainer(**CNN)
+    trained.build(["a", "b"], (32, 32))
+    trained.backbone_model.save_weights(weights)
+    fit(weights=str(weights))
+    assert len(fills) == 14  # a weights file
     make_image(root / "cats" / "cats_000.png", (0, 255, 0), seed=5)
     fit()
-    assert len(fills) == 10  # a file changed
+    assert len(fills) == 16  # a file changed
 
 
 def test_the_cache_key_covers_the_cut_and_the_pooling(tmp_path, monkeypatch):
