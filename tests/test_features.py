@@ -214,3 +214,37 @@ def test_features_too_big_for_memory_spill_to_a_temporary_folder(tmp_path, monke
     assert not paths[0].parent.exists()  # the temporary folder is gone after fit
     np.testing.assert_allclose(spilled["loss"], in_memory["loss"], rtol=1e-4)
     np.testing.assert_allclose(spilled["val_accuracy"], in_memory["val_accuracy"])
+
+
+def test_random_views_and_mirrored_activations_serve_the_cached_rows(cnn_data):
+    """Each pass serves every training image once, with its label, as one of its cached views (drawn per
+    image), and mirrored activations are exactly the cached maps flipped left-right."""
+    trainer = built(cnn_data)
+    frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
+    cache = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, trainer._augment,
+                           views=3, dtype="float32", seed=1)
+    n = cache.n_train
+    stored = np.asarray(cache.train[0][:]).reshape(3, n, -1)
+    labels = cnn_data.labels("train")
+    views_seen, mirrored_seen = set(), 0
+    for mirror in (False, True):
+        dataset = cache.phase_dataset("train", 2, random_views=True, mirror=mirror)
+        for _ in range(3):  # three passes
+            served = []
+            for x, y in dataset:
+                for row, label in zip(np.asarray(x), np.asarray(y)):
+                    served.append((row, int(label)))
+            assert len(served) == n
+            matched = []
+            for row, label in served:
+                flat, flipped = row.reshape(-1), row[:, ::-1].reshape(-1)
+                hits = [(v, i, False) for v in range(3) for i in range(n) if np.array_equal(stored[v, i], flat)]
+                hits += [(v, i, True) for v in range(3) for i in range(n) if np.array_equal(stored[v, i], flipped)]
+                assert hits, "a served row is neither a cached view nor its mirror image"
+                v, i, was_mirrored = hits[0]
+                assert labels[i] == label and (mirror or not was_mirrored)
+                matched.append(i)
+                views_seen.add(v)
+                mirrored_seen += was_mirrored and not np.array_equal(flat, flipped)
+            assert sorted(matched) == list(range(n))  # every image once per pass
+    assert views_seen == {0, 1, 2} and mirrored_seen > 0
