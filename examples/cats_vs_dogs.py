@@ -3,12 +3,16 @@
     python examples/cats_vs_dogs.py                       # downloads data + weights via Keras's cache
     python examples/cats_vs_dogs.py --data-dir PATH --weights FILE.h5   # offline
 
-Recipe (the seed project's): 160x160 inputs, batch 32, flip + rotation augmentation, 10 epochs with the
-backbone frozen (Adam 1e-4), then 10 epochs with layers 100+ unfrozen at a tenth of the learning rate.
-BatchNorm stays frozen while fine-tuning. By default the frozen layers run once over three augmented
-views of each training image and the phases train on their cached outputs (--exact: the whole network
-every step, a new augmentation every epoch). Without --data-dir/--weights, a ``../shared`` folder next to
-the repository (the offline copies on the project's own machines) is used when it exists.
+Recipe: 160x160 inputs, batch 32, flip + rotation augmentation, 10 epochs with the backbone frozen
+(Adam 1e-4), then 10 epochs with layers 100+ unfrozen at a reduced learning rate, BatchNorm frozen
+while fine-tuning: transferkit's defaults. The frozen layers run once over three augmented views of
+each training image and the phases train on their cached outputs. --seed-recipe gives the seed
+project's exact settings instead: the whole network every step with a new augmentation every epoch,
+and a tenth of the learning rate in phase 2. Without --data-dir/--weights, a ``../shared`` folder next
+to the repository (the offline copies on the project's own machines) is used when it exists, and
+there its web photos (``cats_vs_dogs_web``) are scored too, beside the validation photos.
+
+A checkpoint is written after every epoch into OUTPUT/checkpoint; --resume continues a killed run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from transferkit.run import save_run
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data" / "cats_vs_dogs"
+SHARED_WEB = SHARED / "data" / "cats_vs_dogs_web"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
@@ -46,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and weights (default: 42)")
     p.add_argument("--exact", action="store_true", help="the exact recipe: fresh augmentation every epoch and the "
                    "whole network every step, instead of frozen features computed once (3 augmented views)")
+    p.add_argument("--seed-recipe", action="store_true",
+                   help="the seed project's settings: --exact and a phase-2 learning rate of a tenth")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output after its last epoch")
     return p.parse_args(argv)
 
 
@@ -72,32 +80,46 @@ def resolve_sources(args):
     return data_dir, weights
 
 
+def web_accuracy(classifier) -> tuple[float, int]:
+    """Accuracy on photos from another source than the training photos, and how many there are."""
+    from transferkit.evaluate import evaluate
+
+    web = ImageFolder(SHARED_WEB, image_size=classifier.image_size, split=(0.5, 0.5), seed=0)
+    evaluation = evaluate(classifier, web, split="all")
+    return evaluation.accuracy, evaluation.to_dict()["count"]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
-    if (output / "model.keras").exists() and not args.overwrite:
+    if (output / "model.keras").exists() and not (args.overwrite or args.resume):
         sys.exit(f"error: {output} already holds a run; pass --overwrite or choose another --output.")
     data_dir, weights = resolve_sources(args)
     size = (args.image_size, args.image_size)
     data = ImageFolder(data_dir, image_size=size, batch_size=args.batch_size, seed=args.seed, verbose=1)
     print(data.report, "\n")
     unfreeze = int(args.unfreeze_from) if args.unfreeze_from.lstrip("-").isdigit() else args.unfreeze_from
+    recipe = {"cache_features": False, "fine_tune_lr_factor": 0.1} if args.seed_recipe else {}
+    if args.exact:
+        recipe["cache_features"] = False
     trainer = TwoPhaseTrainer(backbone="mobilenet_v2", weights=weights, head={"dropout": 0.2},
                               augmentation="default", unfreeze_from=unfreeze, learning_rate=1e-4,
-                              fine_tune_lr_factor=0.1, seed=args.seed, cache_features=not args.exact)
+                              seed=args.seed, **recipe)
     try:
         result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                             callbacks=[PhaseSummary()])
+                             callbacks=[PhaseSummary()], checkpoint_dir=output / "checkpoint")
     except WeightsUnavailableError as exc:
         sys.exit(f"error: {exc}\nWithout network, pass --weights with the path of the .h5 file.")
 
-    metrics = save_run(trainer, result, data, output, overwrite=args.overwrite)
+    metrics = save_run(trainer, result, data, output, overwrite=args.overwrite or args.resume)
     evaluation = metrics["evaluation"]
+    web = web_accuracy(result.classifier) if not args.data_dir and SHARED_WEB.is_dir() else None
     p1, p2 = result.phase_seconds
     rows = [
         ("validation accuracy after phase 1", f"{metrics['val_accuracy_phase1'] or float('nan'):.4f}"),
         ("validation accuracy after phase 2", f"{metrics['val_accuracy_phase2'] or float('nan'):.4f}"),
         ("ROC AUC (validation)", f"{evaluation['roc_auc'] or float('nan'):.4f}"),
+        *([(f"accuracy on {web[1]} web photos", f"{web[0]:.4f}")] if web else []),
         ("phase 1 wall time", f"{p1:.0f} s"),
         ("phase 2 wall time", f"{p2:.0f} s"),
         ("validation images", str(evaluation["count"])),
@@ -114,7 +136,8 @@ def main(argv=None) -> int:
     for f in metrics["files"]:
         print(f"  {f}")
     print(json.dumps({"val_accuracy_phase1": metrics["val_accuracy_phase1"],
-                      "val_accuracy_phase2": metrics["val_accuracy_phase2"]}))
+                      "val_accuracy_phase2": metrics["val_accuracy_phase2"],
+                      "web_accuracy": None if web is None else web[0]}))
     return 0
 
 
