@@ -68,3 +68,12 @@ def test_class_probabilities_sum_to_one():
     assert np.allclose(p.sum(1), 1) and p[0, 1] == pytest.approx(1 / (1 + np.exp(-2)), rel=1e-5)
     three = np.asarray(ClassProbabilities(["a", "b", "c"])(np.array([[1.0, 2.0, 3.0]], "float32")))
     assert np.allclose(three.sum(1), 1) and three.argmax() == 2
+
+
+@pytest.mark.parametrize("pooling, reduce", [("avg", np.mean), ("max", np.max)])
+def test_head_pooling_is_what_it_says(pooling, reduce):
+    head = ClassifierHead(num_classes=3, pooling=pooling, dropout=0.0)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4, 6)).astype("float32")
+    logits = np.asarray(head(x))
+    kernel, bias = (np.asarray(w) for w in head.logits.weights)
+    np.testing.assert_allclose(logits, reduce(x, axis=(1, 2)) @ kernel + bias, rtol=1e-5, atol=1e-6)

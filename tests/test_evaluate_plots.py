@@ -75,7 +75,13 @@ def test_every_picture_is_written(trained, tiny_data, tmp_path):
         assert_png(path)
 
 
-def test_gradcam_maps_are_normalised(trained, tiny_data):
+def test_gradcam_maps_are_normalised_and_point_at_the_evidence(trained, tiny_data):
     trainer, _ = trained
     maps = plots.gradcam(trainer.classifier, tiny_data.images("test")[:3])
     assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert (maps.max(axis=(1, 2)) > 0.5).all()  # each map has a peak (1 before resizing): not all zero
+    # Half the image in a class's colour, half in a neutral grey: the map should weigh the coloured half.
+    image = np.full((32, 32, 3), 128, np.float32)
+    image[:, :16] = tiny_data.images("test")[0][:, :16]
+    heat = plots.gradcam(trainer.classifier, image[None])[0]
+    assert heat[:, :14].mean() > heat[:, 18:].mean()

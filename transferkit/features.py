@@ -15,7 +15,8 @@ Given the same views, this is the exact recipe's arithmetic; what changes is tha
 >>> frozen, top = split_backbone(backbone, 100)
 >>> x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
 >>> *crossing, output = frozen(x)
->>> bool(np.allclose(top(crossing), backbone(x)))
+>>> expected = np.asarray(backbone(x))  # an untrained network's outputs are tiny: compare relative to them
+>>> float(np.abs(np.asarray(top(crossing)) - expected).max() / np.abs(expected).max()) < 1e-5
 True
 """
 
