@@ -3,6 +3,8 @@
     python benchmarks/two_phase.py                          # the full run (10 + 10 epochs, all images)
     python benchmarks/two_phase.py --quick                  # 1 + 1 epochs on 400 + 200 images
     python benchmarks/two_phase.py --modes exact cached     # which transferkit modes to run
+    python benchmarks/two_phase.py --variant 'p224:{"image_size": 224, "unfreeze_from": "block_13"}'
+                                                            # a named transferkit run with its own settings
 
 (a) reference: written out by hand as in the TensorFlow tutorial: image_dataset_from_directory,
     flip + rotation layers, preprocess_input, base_model(x, training=False), Adam 1e-4; then layers
@@ -122,10 +124,14 @@ def transferkit_run(data_dir: Path, weights: str, size: int, epochs: int, fine_t
                     mode: str, options: dict) -> dict:
     from transferkit import ImageFolder, TwoPhaseTrainer
 
+    options = dict(options)
+    size = int(options.pop("image_size", size))
     start = time.perf_counter()
     data = ImageFolder(data_dir, image_size=(size, size), batch_size=32, seed=seed)
     prep = time.perf_counter() - start
-    trainer = TwoPhaseTrainer(weights=weights, seed=seed, cache_features=mode != "exact", **options)
+    if mode == "exact":
+        options["cache_features"] = False
+    trainer = TwoPhaseTrainer(weights=weights, seed=seed, **options)
     result = trainer.fit(data, epochs=epochs, fine_tune_epochs=fine_tune_epochs, verbose=2)
     return {"prep_s": prep, "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
             "val_acc_phase1": result.final("val_accuracy", 1), "val_acc_phase2": result.final("val_accuracy", 2),
@@ -161,8 +167,11 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--images", type=int, default=None, help="train images per class (validation: 40%%)")
     p.add_argument("--quick", action="store_true", help="1 + 1 epochs on 200 + 80 images per class")
-    p.add_argument("--modes", nargs="+", default=["cached"], choices=["cached", "exact"],
+    p.add_argument("--modes", nargs="*", default=["cached"], choices=["cached", "exact"],
                    help="transferkit modes to run; the first is the one the ratio uses")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:JSON",
+                   help="a named transferkit run with its own TwoPhaseTrainer arguments (and image_size), "
+                        "after the modes; repeatable")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--options", default="{}", help="JSON of extra TwoPhaseTrainer arguments, e.g. '{\"views\": 4}'")
     p.add_argument("--seed", type=int, default=42)
@@ -190,13 +199,18 @@ def main(argv=None) -> int:
         runs["reference"]["peak_rss_mb"] = peak_rss_mb()
         if web_dir:
             runs["reference"]["web_acc"] = web_accuracy_reference(runs["reference"]["model"], web_dir, args.image_size)
-    for mode in args.modes:
+    runs_to_do = [(mode, mode, options) for mode in args.modes]
+    for spec in args.variant:
+        name, _, text = spec.partition(":")
+        runs_to_do.append((name, "cached", {**options, **json.loads(text)}))
+    for name, mode, run_options in runs_to_do:
         reset_peak_rss()
-        runs[mode] = transferkit_run(data_dir, args.weights, args.image_size, epochs, fine, args.seed, mode, options)
-        runs[mode]["peak_rss_mb"] = peak_rss_mb()
+        runs[name] = transferkit_run(data_dir, args.weights, args.image_size, epochs, fine, args.seed, mode,
+                                     run_options)
+        runs[name]["peak_rss_mb"] = peak_rss_mb()
         if web_dir:
-            runs[mode]["web_acc"] = web_accuracy(runs[mode]["classifier"], web_dir)
-    first_mode = args.modes[0]
+            runs[name]["web_acc"] = web_accuracy(runs[name]["classifier"], web_dir)
+    first_mode = runs_to_do[0][0]
     inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
 
     n_train = len(runs[first_mode]["data"].labels("train"))
@@ -221,7 +235,7 @@ def main(argv=None) -> int:
     print(f"transferkit[{first_mode}] TFLite predict: {runs[first_mode]['tflite_images_per_s']:.1f} images/s")
     if "reference" in runs:
         ref = runs["reference"]
-        for name in args.modes:
+        for name, _, _ in runs_to_do:
             run = runs[name]
             print(f"ratio reference/transferkit[{name}] phase 1: {ref['phase1_s'] / (run['prep_s'] + run['phase1_s']):.2f}")
             print(f"ratio reference/transferkit[{name}] phase 2: {ref['phase2_s'] / run['phase2_s']:.2f}")
