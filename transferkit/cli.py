@@ -123,12 +123,28 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
                         description="Registered backbones, with default image size and unfreeze blocks.")
 
-    try:
-        from transferkit.tuning import add_tune_parser
-    except ImportError:  # tuning is optional: keras-tuner not installed
-        pass
-    else:
-        add_tune_parser(commands)
+    p = commands.add_parser("tune", formatter_class=_HELP, help="search head, learning rate and unfreeze point",
+                            description="KerasTuner search over the two-phase recipe; prints the trials, saves the "
+                                        "best model and a picture of score against the hyperparameters. Run it "
+                                        "again with the same --directory to resume. For a distributed search set "
+                                        "KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT "
+                                        "(see docs/tuning.md).")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or train/ and validation/ of class folders")
+    p.add_argument("--tuner", choices=["bayesian", "hyperband", "random"], default="random", help="search algorithm")
+    p.add_argument("--max-trials", type=int, default=10, help="trials (random, bayesian)")
+    p.add_argument("--epochs", type=int, default=3, help="phase-1 epochs per trial")
+    p.add_argument("--fine-tune-epochs", type=int, default=3, help="phase-2 epochs per trial")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="Hyperband's per-trial budget (default: epochs + fine-tune-epochs)")
+    p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone")
+    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a weights file path")
+    p.add_argument("--metric", default="val_accuracy", help="what to optimise, at the end of phase 2")
+    p.add_argument("--directory", default="runs/tune", help="KerasTuner's working folder (trials, checkpoints)")
+    p.add_argument("--project-name", default="transferkit", help="search name inside --directory")
+    p.add_argument("--output", default=None, help="where to write best.keras, trials.json, tuning.png "
+                                                  "(default: DIRECTORY/PROJECT_NAME-results)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    add_data_options(p)
     return parser
 
 
@@ -368,8 +384,29 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from transferkit.tuning import tune
+
+    data = load_data(args)
+    output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
+    result = tune(
+        data, args.directory, project_name=args.project_name, tuner=args.tuner, max_trials=args.max_trials,
+        max_epochs=args.max_epochs, overwrite=args.overwrite, output=output, backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights, epochs=args.epochs,
+        fine_tune_epochs=args.fine_tune_epochs, metric=args.metric, seed=args.seed,
+    )
+    print("\nTrials (best first)")
+    print(result.table())
+    if result.files:
+        print(f"\nBest score {result.best_score:.4f} with {result.best_hyperparameters}")
+        print("Wrote:")
+        for f in result.files:
+            print(f"  {f}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "backbones": cmd_backbones}
+            "backbones": cmd_backbones, "tune": cmd_tune}
 
 
 def main(argv=None) -> int:
@@ -378,7 +415,7 @@ def main(argv=None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = COMMANDS.get(args.command) or getattr(args, "handler")
+    command = COMMANDS[args.command]
     try:
         return command(args)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

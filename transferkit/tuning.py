@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import os
-import resource
 import tempfile  # noqa: F401  (used by the docstring example)
 import warnings
 from dataclasses import dataclass
@@ -214,7 +213,13 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory, in MiB (Linux: VmHWM, which, unlike ``ru_maxrss``, a
     spawned process does not inherit from its parent)."""
     peak = _proc_status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if peak is not None:
+        return peak
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def rss_mb() -> float:
@@ -385,54 +390,3 @@ def tune(
         files += [output / "trials.json", plot_tuning(trials, objective.name, output / "tuning.png")]
         result.files = tuple(files)
     return result
-
-
-# -- command line -----------------------------------------------------------------------------
-
-
-def add_tune_parser(commands) -> None:
-    from transferkit.cli import _HELP, add_data_options
-
-    p = commands.add_parser("tune", formatter_class=_HELP, help="search head, learning rate and unfreeze point",
-                            description="KerasTuner search over the two-phase recipe; prints the trials, saves the "
-                                        "best model and a picture of score against the hyperparameters. Run it "
-                                        "again with the same --directory to resume. For a distributed search set "
-                                        "KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT "
-                                        "(see docs/tuning.md).")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or train/ and validation/ of class folders")
-    p.add_argument("--tuner", choices=sorted(TUNERS), default="random", help="search algorithm")
-    p.add_argument("--max-trials", type=int, default=10, help="trials (random, bayesian)")
-    p.add_argument("--epochs", type=int, default=3, help="phase-1 epochs per trial")
-    p.add_argument("--fine-tune-epochs", type=int, default=3, help="phase-2 epochs per trial")
-    p.add_argument("--max-epochs", type=int, default=None, help="Hyperband's per-trial budget (default: epochs + fine-tune-epochs)")
-    p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone")
-    p.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a weights file path")
-    p.add_argument("--metric", default="val_accuracy", help="what to optimise, at the end of phase 2")
-    p.add_argument("--directory", default="runs/tune", help="KerasTuner's working folder (trials, checkpoints)")
-    p.add_argument("--project-name", default="transferkit", help="search name inside --directory")
-    p.add_argument("--output", default=None, help="where to write best.keras, trials.json, tuning.png "
-                                                  "(default: DIRECTORY/PROJECT_NAME-results)")
-    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    add_data_options(p)
-    p.set_defaults(handler=cmd_tune)
-
-
-def cmd_tune(args) -> int:
-    from transferkit.cli import load_data
-
-    data = load_data(args)
-    output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
-    result = tune(
-        data, args.directory, project_name=args.project_name, tuner=args.tuner, max_trials=args.max_trials,
-        max_epochs=args.max_epochs, overwrite=args.overwrite, output=output, backbone=args.backbone,
-        weights=None if args.weights.lower() == "none" else args.weights, epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs, metric=args.metric, seed=args.seed,
-    )
-    print("\nTrials (best first)")
-    print(result.table())
-    if result.files:
-        print(f"\nBest score {result.best_score:.4f} with {result.best_hyperparameters}")
-        print("Wrote:")
-        for f in result.files:
-            print(f"  {f}")
-    return 0
