@@ -69,14 +69,15 @@ def web_accuracy_reference(model, web_dir: Path, size: int) -> float:
     return float(np.mean((logits > 0).astype(int) == labels))
 
 
-def web_accuracy(classifier, web_dir: Path) -> float:
-    """Accuracy of a transferkit classifier on another source's photos (class folders named as in training)."""
+def web_accuracy(classifier, web_dir: Path, tta: bool = False) -> float:
+    """Accuracy of a transferkit classifier on another source's photos (class folders named as in training);
+    with ``tta``, averaged over each photo and its mirror image."""
     files, labels = [], []
     for label, name in enumerate(classifier.class_names):
         found = sorted(p for p in (web_dir / name).iterdir() if p.is_file())
         files += found
         labels += [label] * len(found)
-    probabilities = classifier.predict(files, batch_size=32)
+    probabilities = classifier.predict(files, batch_size=32, tta=tta)
     return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
 
 
@@ -210,6 +211,7 @@ def main(argv=None) -> int:
         runs[name]["peak_rss_mb"] = peak_rss_mb()
         if web_dir:
             runs[name]["web_acc"] = web_accuracy(runs[name]["classifier"], web_dir)
+            runs[name]["web_acc_tta"] = web_accuracy(runs[name]["classifier"], web_dir, tta=True)
     first_mode = runs_to_do[0][0]
     inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
 
@@ -230,6 +232,8 @@ def main(argv=None) -> int:
         print(f"{label} val accuracy after phase 2: {run['val_acc_phase2']:.4f}")
         if "web_acc" in run:
             print(f"{label} web photos accuracy: {run['web_acc']:.4f}")
+        if "web_acc_tta" in run:
+            print(f"{label} web photos accuracy, mirror TTA: {run['web_acc_tta']:.4f}")
         figures[name] = {k: v for k, v in run.items() if isinstance(v, (int, float))}
     print(f"transferkit[{first_mode}] saved model predict: {runs[first_mode]['keras_images_per_s']:.1f} images/s")
     print(f"transferkit[{first_mode}] TFLite predict: {runs[first_mode]['tflite_images_per_s']:.1f} images/s")

@@ -196,3 +196,16 @@ def test_the_model_learns_the_colours(trained, tiny_data):
     trainer, result = trained
     assert result.history["val_accuracy"][-1] == 1.0
     assert trainer.predict_classes(tiny_data.images("test")) == [tiny_data.class_names[i] for i in tiny_data.labels("test")]
+
+
+def test_mirror_test_time_augmentation_averages_image_and_mirror(trained, tiny_data):
+    trainer, _ = trained
+    images = tiny_data.images("validation")
+    mirrored = images[:, :, ::-1]
+    expected = (trainer.predict(images) + trainer.predict(mirrored)) / 2
+    np.testing.assert_allclose(trainer.classifier.predict(images, tta=True), expected, atol=1e-6)
+    np.testing.assert_allclose(trainer.classifier.predict(tiny_data.dataset("validation"), tta=True), expected,
+                               atol=1e-6)
+    half = images.copy()
+    half[:, :, :16] = 128  # an image whose mirror differs: TTA must change its prediction
+    assert not np.allclose(trainer.classifier.predict(half, tta=True), trainer.predict(half))

@@ -71,12 +71,21 @@ class Classifier:
             )
         return x.astype("float32")
 
-    def predict(self, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
-        """Probabilities, shape ``(N, num_classes)``; column ``i`` is ``class_names[i]``."""
+    def predict(self, x, batch_size: int = 32, verbose: int = 0, tta: bool = False) -> np.ndarray:
+        """Probabilities, shape ``(N, num_classes)``; column ``i`` is ``class_names[i]``. With ``tta``
+        (test-time augmentation), the mean of the probabilities of each image and its mirror image."""
         batch = self._as_batch(x)
         if hasattr(batch, "element_spec"):
-            return self.model.predict(batch, verbose=verbose)
-        return self.model.predict(batch, batch_size=batch_size, verbose=verbose)
+            probabilities = self.model.predict(batch, verbose=verbose)
+            if tta:
+                mirrored = batch.map(lambda images: images[:, :, ::-1])
+                probabilities = (probabilities + self.model.predict(mirrored, verbose=verbose)) / 2
+            return probabilities
+        probabilities = self.model.predict(batch, batch_size=batch_size, verbose=verbose)
+        if tta:
+            mirrored = self.model.predict(batch[:, :, ::-1], batch_size=batch_size, verbose=verbose)
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities
 
     def predict_classes(self, x, batch_size: int = 32) -> list[str]:
         """The most probable class name of each image."""
