@@ -85,6 +85,11 @@ def test_predict_command_table_json_and_bad_files(saved_model, tiny_data, tmp_pa
     assert main(["predict", str(saved_model), str(tiny_data.root / "cats"), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 16 and all(set(r["probabilities"]) == {"cats", "dogs"} for r in rows)
+    assert main(["predict", str(saved_model), str(good[0]), "--json", "--tta"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    model = load_model(saved_model)
+    expected = model.predict([good[0]], tta=True)[0]
+    assert row["probabilities"]["dogs"] == pytest.approx(float(expected[1]), abs=1e-6)
     expected = load_model(saved_model).predict([rows[0]["file"]])[0]
     assert rows[0]["probabilities"]["dogs"] == pytest.approx(float(expected[1]), abs=1e-6)
 

@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--output", default=None, help="also write metrics.json, confusion_matrix.png, top_losses.png here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
 
     p = commands.add_parser("predict", formatter_class=_HELP, help="classify image files",
                             description="Prints the class and its probability for each image.")
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
 
     p = commands.add_parser("export", formatter_class=_HELP, help="export a saved model",
                             description="Write the model as .keras, a TensorFlow SavedModel, or TFLite; class names "
@@ -261,7 +263,7 @@ def cmd_evaluate(args) -> int:
                   f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
     data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
                        split=split, seed=args.seed, verbose=0 if args.json else 1)
-    evaluation = evaluate(classifier, data, split=args.which)
+    evaluation = evaluate(classifier, data, split=args.which, tta=args.tta)
     summary = evaluation.to_dict()
     summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
     if args.output:
@@ -324,7 +326,7 @@ def cmd_predict(args) -> int:
                 rows.append({"file": str(path), "error": exc.reason})
                 failures += 1
         if images:
-            probabilities = classifier.predict(np.stack(images))
+            probabilities = classifier.predict(np.stack(images), tta=args.tta)
             for path, probs in zip(chunk, probabilities):
                 best = int(np.argmax(probs))
                 rows.append({"file": str(path), "class": classifier.class_names[best],

@@ -176,12 +176,13 @@ class Evaluation:
         ]
 
 
-def evaluate(classifier, data, split: str = "validation", keep_top: int = 16) -> Evaluation:
+def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tta: bool = False) -> Evaluation:
     """Run ``classifier`` over labelled data and return an `Evaluation`.
 
     ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a ``tf.data.Dataset``
     of ``(images, labels)`` batches. The pixels of the ``keep_top`` highest-loss images are kept for
-    the top-losses picture.
+    the top-losses picture. With ``tta``, each image's probabilities are the mean over it and its
+    mirror image (as ``Classifier.predict(..., tta=True)``).
     """
     files = None
     dataset = data
@@ -195,6 +196,8 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16) ->
     for images, batch_labels in dataset:
         images, batch_labels = np.asarray(images), np.asarray(batch_labels).astype(np.int64).reshape(-1)
         probs = np.asarray(classifier.model.predict_on_batch(images))
+        if tta:
+            probs = (probs + np.asarray(classifier.model.predict_on_batch(images[:, :, ::-1]))) / 2
         labels.append(batch_labels)
         probabilities.append(probs)
         losses = -np.log(np.clip(probs[np.arange(len(batch_labels)), batch_labels], 1e-12, 1.0))

@@ -150,8 +150,9 @@ class TFLiteClassifier:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"]).copy()
 
-    def predict(self, x, batch_size: int = 32) -> np.ndarray:
-        """Probabilities ``(N, num_classes)`` for an image array or a list of file paths."""
+    def predict(self, x, batch_size: int = 32, tta: bool = False) -> np.ndarray:
+        """Probabilities ``(N, num_classes)`` for an image array or a list of file paths; with ``tta``,
+        the mean over each image and its mirror image."""
         from transferkit.images import read_image
 
         if isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, os.PathLike)):
@@ -159,7 +160,10 @@ class TFLiteClassifier:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
-        return np.concatenate([self._run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        probabilities = np.concatenate([self._run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        if tta:
+            probabilities = (probabilities + self.predict(x[:, :, ::-1], batch_size)) / 2
+        return probabilities
 
     def predict_classes(self, x, batch_size: int = 32) -> list[str]:
         return [self.class_names[i] for i in np.argmax(self.predict(x, batch_size), axis=-1)]
