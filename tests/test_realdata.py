@@ -90,9 +90,9 @@ def _phase_two_run(subset, cache_features, seed):
     return result, statistics
 
 
-#: Largest |fast - exact| validation accuracy after 1 + 1 epochs on the subset, over seeds 0, 1, 2,
-#: measured here (0.0083, 0.0125, 0.0042), with one photo's worth (1/120) added.
-FAST_EXACT_TOLERANCE = 0.021
+#: |fast - exact| validation accuracy after 1 + 1 epochs on the subset, measured here over seeds 0, 1, 2:
+#: 0.0167, 0.0167, 0.0250 (2, 2 and 3 photos of 120); the largest plus one photo's worth.
+FAST_EXACT_TOLERANCE = 0.034
 
 
 @pytest.mark.parametrize("seed", [0])
