@@ -39,7 +39,7 @@ def test_one_short_phase_learns_well_above_chance(real_run):
     data, trainer, result, _ = real_run
     accuracy = result.history["val_accuracy"][-1]
     print(f"real-data tier: validation accuracy after one phase-1 epoch at 128 px: {accuracy:.4f}")
-    assert accuracy > 0.90
+    assert accuracy > 0.92  # measured 0.9388 (seed 42, this split and order)
 
 
 def test_real_model_round_trips_and_exports(real_run):
