@@ -131,3 +131,15 @@ def test_entry_point_plugin_from_an_installed_distribution(tmp_path):
     out = subprocess.run([sys.executable, "-c", check, str(target)], capture_output=True, text=True, check=True)
     assert "['plugin_net']" in out.stdout
     assert "plugin_net 6 {'part1': 1, 'part2': 2}" in out.stdout
+
+
+def test_auto_unfreeze_point_comes_from_the_backbone():
+    from conftest import tiny_trainer
+
+    trainer = tiny_trainer(unfreeze_from="auto")
+    trainer.build(["a", "b"], (32, 32))
+    assert trainer.unfreeze_index() == trainer.spec.default_unfreeze == 100
+    cnn = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="auto")
+    cnn.build(["a", "b"], (32, 32))  # no default given: the first block in the top third
+    layers = [layer.name for layer in cnn.backbone_model.layers]
+    assert cnn.unfreeze_index() == layers.index("block2_conv")

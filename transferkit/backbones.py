@@ -69,6 +69,8 @@ class BackboneSpec:
         block_pattern: regular expression whose first group names a layer's block; the blocks are
             the unfreeze points offered besides plain layer indices.
         weights_hint: file name Keras caches the ImageNet weights under, for error messages.
+        default_unfreeze: where fine-tuning starts when the trainer is given ``unfreeze_from="auto"``:
+            a block or layer name, or a layer index (None: the first block in the top third).
     """
 
     name: str
@@ -79,10 +81,19 @@ class BackboneSpec:
     description: str = ""
     weights_hint: str = ""
     options: dict = field(default_factory=dict)
+    default_unfreeze: int | str | None = None
 
     def preprocessing_layer(self) -> keras.layers.Layer | None:
         """A fresh Keras layer mapping 0-255 pixels to what the backbone expects (None if nothing)."""
         return _preprocessing_layer(self.preprocessing)
+
+    def unfreeze_point(self, model: keras.Model) -> int | str:
+        """``default_unfreeze``, or the first block that starts in the top third of ``model``'s layers."""
+        if self.default_unfreeze is not None:
+            return self.default_unfreeze
+        cut = 2 * len(model.layers) // 3
+        upper = [name for name, index in self.blocks(model).items() if index >= cut]
+        return upper[0] if upper else cut
 
     def blocks(self, model: keras.Model) -> dict[str, int]:
         """``{block name: index of its first layer in model.layers}``, in network order."""
@@ -105,6 +116,7 @@ def register_backbone(
     block_pattern: str | None = None,
     description: str = "",
     weights_hint: str = "",
+    default_unfreeze: int | str | None = None,
     override: bool = False,
 ):
     """Decorator registering ``build(input_shape, weights, **options)`` under ``name``.
@@ -130,6 +142,7 @@ def register_backbone(
             block_pattern=block_pattern,
             description=description or (build.__doc__ or "").strip().split("\n")[0],
             weights_hint=weights_hint,
+            default_unfreeze=default_unfreeze,
         )
         _add(spec, override)
         return build
@@ -236,6 +249,7 @@ def _is_download_failure(exc: BaseException) -> bool:
     preprocessing="tf",
     block_pattern=r"^(block_\d+)_",
     weights_hint="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_<size>_no_top.h5",
+    default_unfreeze=100,  # the tutorial's
 )
 def _mobilenet_v2(input_shape, weights, **options):
     """MobileNetV2 (keras.applications); 154 layers at alpha 1.0, blocks block_1 ... block_16."""

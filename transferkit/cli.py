@@ -58,8 +58,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="'imagenet' (Keras cache/download), 'none', or a weights file path")
     p.add_argument("--backbone-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="backbone constructor option, repeatable (e.g. alpha=0.35)")
-    p.add_argument("--unfreeze-from", type=_unfreeze_point, default=100,
-                   help="backbone layer index or block name where fine-tuning starts")
+    p.add_argument("--unfreeze-from", type=_unfreeze_point, default="auto",
+                   help="backbone layer index or block name where fine-tuning starts; auto: the backbone's "
+                        "default (see: transferkit backbones)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="phase-1 learning rate")
     p.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="phase-2 learning rate factor")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits")
@@ -378,11 +379,12 @@ def cmd_backbones(args) -> int:
 
     names = list_backbones()
     width = max(len(n) for n in names)
-    print(f"{'name':<{width}}  size     preprocessing  description")
+    print(f"{'name':<{width}}  size     unfreeze  preprocessing  description")
     for name in names:
         spec = get_backbone_spec(name)
         size = "x".join(map(str, spec.default_image_size))
-        print(f"{name:<{width}}  {size:<7}  {spec.preprocessing:<13}  {spec.description}")
+        unfreeze = "top third" if spec.default_unfreeze is None else str(spec.default_unfreeze)
+        print(f"{name:<{width}}  {size:<7}  {unfreeze:<8}  {spec.preprocessing:<13}  {spec.description}")
     return 0
 
 

@@ -99,7 +99,8 @@ class TwoPhaseTrainer:
         weights: ``"imagenet"``, ``None`` or a weights file path.
         head: a `ClassifierHead`, or a dict of its arguments; ``num_classes`` comes from the data.
         augmentation: a preset name, a dict (``{"preset": ..., **overrides}``), a Keras layer, or None.
-        unfreeze_from: backbone layer index, block name (``"block_11"``: its first layer) or layer name.
+        unfreeze_from: backbone layer index, block name (``"block_11"``: its first layer) or layer name;
+            ``"auto"``: the backbone's own default (`BackboneSpec.default_unfreeze`; MobileNetV2: 100).
         learning_rate: phase-1 learning rate.
         fine_tune_lr_factor: phase-2 learning rate = ``learning_rate * fine_tune_lr_factor``.
         freeze_batchnorm: keep BatchNormalization frozen in phase 2.
@@ -128,7 +129,7 @@ class TwoPhaseTrainer:
         weights: str | os.PathLike | None = "imagenet",
         head: ClassifierHead | dict | None = None,
         augmentation: str | dict | keras.layers.Layer | None = "default",
-        unfreeze_from: int | str = 100,
+        unfreeze_from: int | str = "auto",
         learning_rate: float = 1e-4,
         fine_tune_lr_factor: float = 0.1,
         freeze_batchnorm: bool = True,
@@ -265,6 +266,8 @@ class TwoPhaseTrainer:
         """``unfreeze_from`` as an index into the backbone's layers."""
         layers = self.backbone_model.layers
         point = self.unfreeze_from
+        if point == "auto":
+            point = self.spec.unfreeze_point(self.backbone_model)
         if isinstance(point, (int, np.integer)) and not isinstance(point, bool):
             if not 0 <= point < len(layers):
                 raise ValueError(
