@@ -332,10 +332,10 @@ class TwoPhaseTrainer:
         ``fine_tune_epochs=0`` stops after phase 1. With ``cache_features`` (the default) and an
         `ImageFolder`, the frozen layers run once and the phases train on their cached outputs.
 
-        Callbacks see the full training model (images in, logits out) in both phases, as in
-        ``model.fit``; their epoch logs carry ``"phase"``. Each phase is one Keras ``fit``: patience
-        and ``restore_best_weights`` of ``EarlyStopping`` apply within a phase, and phase 2 starts
-        from the weights phase 1 ended with (see `transferkit.callbacks`).
+        Callbacks see the full training model (images in, logits out) and both phases as one run, as
+        in one ``model.fit``; their epoch logs carry ``"phase"``. ``EarlyStopping`` ends the running
+        phase, its patience restarts at phase 2, and ``restore_best_weights`` restores the best epoch
+        of the whole run at the end (see `transferkit.callbacks`).
 
         With ``checkpoint_dir``, a checkpoint is written after every epoch (weights, optimizer and
         random states, phase, epoch, history, and a fingerprint of the settings and data); a later
