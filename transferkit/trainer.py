@@ -121,6 +121,10 @@ class TwoPhaseTrainer:
             than memory), reused by later runs on the same files, weights and settings; by default
             they are kept in memory for one ``fit`` (in a temporary folder, removed after it, when
             they would take more than half the available memory).
+        random_views: on the fast path, each image gets one of its cached views drawn at random in
+            every epoch (instead of view ``epoch % views`` for all images).
+        mirror_features: on the fast path, phase 2 mirrors each sample's cached activation maps
+            left-right with probability 1/2 (a cheap extra augmentation of what crosses the cut).
     """
 
     def __init__(
