@@ -165,7 +165,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=str(WEIGHTS), help="MobileNetV2 weights (.h5 or 'imagenet')")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--fine-tune-epochs", type=int, default=10)
-    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--image-size", type=int, default=160, help="the reference's input size")
+    p.add_argument("--tk-image-size", type=int, default=192,
+                   help="transferkit's input size (its default); a --variant may set image_size")
     p.add_argument("--images", type=int, default=None, help="train images per class (validation: 40%%)")
     p.add_argument("--quick", action="store_true", help="1 + 1 epochs on 200 + 80 images per class")
     p.add_argument("--modes", nargs="*", default=["cached"], choices=["cached", "exact"],
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
         runs_to_do.append((name, "cached", {**options, **json.loads(text)}))
     for name, mode, run_options in runs_to_do:
         reset_peak_rss()
-        runs[name] = transferkit_run(data_dir, args.weights, args.image_size, epochs, fine, args.seed, mode,
+        runs[name] = transferkit_run(data_dir, args.weights, args.tk_image_size, epochs, fine, args.seed, mode,
                                      run_options)
         runs[name]["peak_rss_mb"] = peak_rss_mb()
         if web_dir:

@@ -3,12 +3,13 @@
     python examples/cats_vs_dogs.py                       # downloads data + weights via Keras's cache
     python examples/cats_vs_dogs.py --data-dir PATH --weights FILE.h5   # offline
 
-Recipe: 160x160 inputs, batch 32, flip + rotation augmentation, 10 epochs with the backbone frozen
-(Adam 1e-4), then 10 epochs with layers 100+ unfrozen at a reduced learning rate, BatchNorm frozen
-while fine-tuning: transferkit's defaults. The frozen layers run once over three augmented views of
-each training image and the phases train on their cached outputs. --seed-recipe gives the seed
-project's exact settings instead: the whole network every step with a new augmentation every epoch,
-and a tenth of the learning rate in phase 2. Without --data-dir/--weights, a ``../shared`` folder next
+Recipe (transferkit's defaults): 192x192 inputs, batch 32, flip + rotation augmentation, 10 epochs
+with the backbone frozen (Adam 1e-4), then 10 epochs with MobileNetV2's last stages (block_13 on)
+unfrozen at 0.3 times the learning rate, BatchNorm frozen while fine-tuning. The frozen layers run
+once over three augmented views of each training image; each epoch draws one view per image, and
+phase 2 mirrors the cached activations at random. --seed-recipe gives the seed project's settings
+instead: 160x160, the whole network every step with a new augmentation every epoch, layers 100+
+unfrozen at a tenth of the learning rate. Without --data-dir/--weights, a ``../shared`` folder next
 to the repository (the offline copies on the project's own machines) is used when it exists, and
 there its web photos (``cats_vs_dogs_web``) are scored too, beside the validation photos.
 
@@ -42,8 +43,10 @@ def parse_args(argv=None):
                    "default: ../shared copy if present, else 'imagenet' (downloaded)")
     p.add_argument("--epochs", type=int, default=10, help="phase-1 epochs, backbone frozen (default: 10)")
     p.add_argument("--fine-tune-epochs", type=int, default=10, help="phase-2 epochs (default: 10)")
-    p.add_argument("--image-size", type=int, default=160, help="square input size in pixels (default: 160)")
-    p.add_argument("--unfreeze-from", default="100", help="layer index or block name (default: 100)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size in pixels (default: 192; 160 with --seed-recipe)")
+    p.add_argument("--unfreeze-from", default=None,
+                   help="layer index or block name (default: the backbone's, block_13; 100 with --seed-recipe)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--output", default="runs/cats_vs_dogs", help="where to write model, metrics, pictures "
                    "(default: runs/cats_vs_dogs)")
@@ -52,7 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--exact", action="store_true", help="the exact recipe: fresh augmentation every epoch and the "
                    "whole network every step, instead of frozen features computed once (3 augmented views)")
     p.add_argument("--seed-recipe", action="store_true",
-                   help="the seed project's settings: --exact and a phase-2 learning rate of a tenth")
+                   help="the seed project's settings: 160 px, --exact, unfreeze from layer 100, a phase-2 "
+                        "learning rate of a tenth")
     p.add_argument("--resume", action="store_true", help="continue the run in --output after its last epoch")
     return p.parse_args(argv)
 
@@ -95,16 +99,20 @@ def main(argv=None) -> int:
     if (output / "model.keras").exists() and not (args.overwrite or args.resume):
         sys.exit(f"error: {output} already holds a run; pass --overwrite or choose another --output.")
     data_dir, weights = resolve_sources(args)
-    size = (args.image_size, args.image_size)
+    image_size = args.image_size or (160 if args.seed_recipe else 192)
+    size = (image_size, image_size)
     data = ImageFolder(data_dir, image_size=size, batch_size=args.batch_size, seed=args.seed, verbose=1)
     print(data.report, "\n")
-    unfreeze = int(args.unfreeze_from) if args.unfreeze_from.lstrip("-").isdigit() else args.unfreeze_from
+    unfreeze = args.unfreeze_from or ("100" if args.seed_recipe else "auto")
+    unfreeze = int(unfreeze) if unfreeze.lstrip("-").isdigit() else unfreeze
     recipe = {"cache_features": False, "fine_tune_lr_factor": 0.1} if args.seed_recipe else {}
     if args.exact:
         recipe["cache_features"] = False
     trainer = TwoPhaseTrainer(backbone="mobilenet_v2", weights=weights, head={"dropout": 0.2},
                               augmentation="default", unfreeze_from=unfreeze, learning_rate=1e-4,
                               seed=args.seed, **recipe)
+    print(f"{size[0]} px, unfreeze from {unfreeze}, phase-2 learning rate x{trainer.fine_tune_lr_factor}, "
+          f"{'exact recipe' if not trainer.cache_features else 'frozen features computed once'}")
     try:
         result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
                              callbacks=[PhaseSummary()], checkpoint_dir=output / "checkpoint")

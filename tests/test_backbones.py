@@ -138,7 +138,8 @@ def test_auto_unfreeze_point_comes_from_the_backbone():
 
     trainer = tiny_trainer(unfreeze_from="auto")
     trainer.build(["a", "b"], (32, 32))
-    assert trainer.unfreeze_index() == trainer.spec.default_unfreeze == 100
+    layers = [layer.name for layer in trainer.backbone_model.layers]
+    assert trainer.spec.default_unfreeze == "block_13" and trainer.unfreeze_index() == layers.index("block_13_expand")
     cnn = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="auto")
     cnn.build(["a", "b"], (32, 32))  # no default given: the first block in the top third
     layers = [layer.name for layer in cnn.backbone_model.layers]

@@ -106,7 +106,7 @@ def test_every_command_explains_its_options(command):
                          capture_output=True, text=True, check=True).stdout
     assert "usage: transferkit" in out
     if command == "train":
-        assert "(default: 10)" in out and "--unfreeze-from" in out and "(default: 100)" in out
+        assert "(default: 10)" in out and "--unfreeze-from" in out and "(default: auto)" in out
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):

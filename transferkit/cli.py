@@ -42,7 +42,7 @@ def _weights(text: str):
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=int, default=160, help="square input size in pixels")
+    p.add_argument("--image-size", type=int, default=192, help="square input size in pixels")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1),
                    help="train,validation[,test] fractions for a folder of class folders "
@@ -62,7 +62,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="backbone layer index or block name where fine-tuning starts; auto: the backbone's "
                         "default (see: transferkit backbones)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="phase-1 learning rate")
-    p.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="phase-2 learning rate factor")
+    p.add_argument("--fine-tune-lr-factor", type=float, default=0.3, help="phase-2 learning rate factor")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits")
     p.add_argument("--hidden-units", type=int, default=None, help="optional hidden Dense layer size")
     p.add_argument("--augmentation", default="default", help="augmentation preset: none, default, light, strong")

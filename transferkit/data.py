@@ -264,7 +264,7 @@ class ImageFolder:
     def __init__(
         self,
         directory: os.PathLike | str,
-        image_size: tuple[int, int] = (160, 160),
+        image_size: tuple[int, int] = (192, 192),
         batch_size: int = 32,
         split: tuple[float, ...] | dict[str, list[str]] = (0.8, 0.1, 0.1),
         seed: int = 42,

@@ -135,7 +135,7 @@ class TwoPhaseTrainer:
         augmentation: str | dict | keras.layers.Layer | None = "default",
         unfreeze_from: int | str = "auto",
         learning_rate: float = 1e-4,
-        fine_tune_lr_factor: float = 0.1,
+        fine_tune_lr_factor: float = 0.3,
         freeze_batchnorm: bool = True,
         optimizer: str = "adam",
         image_size: tuple[int, int] | None = None,
@@ -146,8 +146,8 @@ class TwoPhaseTrainer:
         views: int = 3,
         feature_dtype: str = "float16",
         cache_dir: str | os.PathLike | None = None,
-        random_views: bool = False,
-        mirror_features: bool = False,
+        random_views: bool = True,
+        mirror_features: bool = True,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
