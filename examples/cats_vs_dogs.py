@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
     output = Path(args.output)
     if (output / "model.keras").exists() and not (args.overwrite or args.resume):
         sys.exit(f"error: {output} already holds a run; pass --overwrite or choose another --output.")
+    if args.overwrite and not args.resume and (output / "checkpoint").exists():
+        shutil.rmtree(output / "checkpoint")  # asked for: start again rather than continue an older run
     data_dir, weights = resolve_sources(args)
     image_size = args.image_size or (160 if args.seed_recipe else 192)
     size = (image_size, image_size)
