@@ -10,7 +10,8 @@ from conftest import make_tree, tiny_trainer
 from transferkit import ImageFolder
 from transferkit.callbacks import PhaseCallback
 
-CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=2e-2, seed=2)
+CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=2e-2,
+           fine_tune_lr_factor=0.1, seed=2)
 
 
 @pytest.fixture(scope="module")

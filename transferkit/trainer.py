@@ -124,7 +124,8 @@ class TwoPhaseTrainer:
         random_views: on the fast path, each image gets one of its cached views drawn at random in
             every epoch (instead of view ``epoch % views`` for all images).
         mirror_features: on the fast path, phase 2 mirrors each sample's cached activation maps
-            left-right with probability 1/2 (a cheap extra augmentation of what crosses the cut).
+            left-right with probability 1/2 (a cheap extra augmentation of what crosses the cut;
+            off when ``augmentation`` is None).
     """
 
     def __init__(
@@ -492,8 +493,8 @@ class _CachedRecipe:
 
     def datasets(self, phase: int, first_epoch: int):
         trainer = self.trainer
-        train = self.features.phase_dataset("train", phase, trainer.random_views, trainer.mirror_features,
-                                            start_pass=first_epoch)
+        mirror = trainer.mirror_features and trainer._augment is not None  # no augmentation asked: none here either
+        train = self.features.phase_dataset("train", phase, trainer.random_views, mirror, start_pass=first_epoch)
         return train, self.features.phase_dataset("validation", phase)
 
     def close(self) -> None:
