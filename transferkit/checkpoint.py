@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from transferkit.data import unique_partial, write_atomically
 
 __all__ = ["RunCheckpoint"]
 
@@ -86,9 +87,8 @@ class RunCheckpoint:
     def save(self, state: dict, variables, optimizer_variables) -> None:
         """Write ``state`` (JSON-friendly) with the arrays; the previous checkpoint stays whole until then."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex[:12]
-        arrays_name = f"checkpoint-{token}.npz"
-        partial = self.directory / f"{arrays_name}.partial"
+        partial = unique_partial(self.directory / "checkpoint.npz")
+        arrays_name = partial.name.replace(".partial", "")
         values = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
         values.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
         with open(partial, "wb") as f:
@@ -100,9 +100,7 @@ class RunCheckpoint:
         record = {**{k: v for k, v in state.items() if k not in ("variables", "optimizer_variables")},
                   "format": _FORMAT, "fingerprint": self.fingerprint, "arrays": arrays_name,
                   "n_variables": len(variables), "n_optimizer_variables": len(optimizer_variables)}
-        partial_state = self.directory / f"checkpoint.json.{token}.partial"
-        partial_state.write_text(json.dumps(record, default=float))
-        os.replace(partial_state, self.state_file)
+        write_atomically(self.state_file, json.dumps(record, default=float))
         if previous and previous != arrays_name:
             (self.directory / previous).unlink(missing_ok=True)
 

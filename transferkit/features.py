@@ -121,6 +121,7 @@ class FrozenFeatures:
         self.shapes = [*shapes, pooled]
 
         self._spill = None
+        self._partial: dict[Path, Path] = {}  # final cache file -> the name it is written under
         rows = self.views * self.n_train + self.n_validation
         self.nbytes = rows * sum(int(np.prod(s)) for s in self.shapes) * self.dtype.itemsize
         available = available_memory() if cache_dir is None else None
@@ -176,7 +177,6 @@ class FrozenFeatures:
         names = [cache_dir / f"features-{key}-{split}-{i}.npy" for i in range(len(self.shapes))]
         if (cache_dir / f"features-{key}.done").exists() and all(n.exists() for n in names):
             return [NpyFile(n) for n in names], True
-        self._partial = getattr(self, "_partial", {})
         for n in names:
             self._partial[n] = unique_partial(n)
         return [NpyFile.create(self._partial[n], (rows, *s), self.dtype) for n, s in zip(names, self.shapes)], False
