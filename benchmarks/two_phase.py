@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transferkit.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "data" / "cats_vs_dogs"
@@ -40,12 +42,6 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-
-
-def peak_rss_mb() -> float:
-    from transferkit.tuning import peak_rss_mb as peak
-
-    return peak()
 
 
 def subset(source: Path, target: Path, per_class: dict[str, int]) -> Path:

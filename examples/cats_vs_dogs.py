@@ -24,9 +24,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from cats_vs_dogs_data import DownloadError, cats_vs_dogs  # next to this script
+
 from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
 from transferkit.callbacks import PhaseSummary
-from transferkit.datasets import DownloadError, cats_vs_dogs
 from transferkit.run import save_run
 
 REPO = Path(__file__).resolve().parent.parent

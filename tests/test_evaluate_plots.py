@@ -44,7 +44,7 @@ def test_multiclass_has_no_auc_and_a_full_matrix():
 
 def test_evaluate_a_trained_model(trained, tiny_data):
     trainer, result = trained
-    ev = result.evaluate(tiny_data, split="test")
+    ev = evaluate(result.classifier, tiny_data, split="test")
     probabilities = trainer.predict(tiny_data.images("test"))
     np.testing.assert_allclose(ev.probabilities, probabilities, atol=1e-5)
     assert np.array_equal(ev.labels, tiny_data.labels("test"))
@@ -65,9 +65,10 @@ def assert_png(path, min_side=200):
 
 def test_every_picture_is_written(trained, tiny_data, tmp_path):
     trainer, result = trained
-    ev = result.evaluate(tiny_data, split="test")
+    ev = evaluate(result.classifier, tiny_data, split="test")
     images = tiny_data.images("test")[:4]
-    paths = result.plot(tmp_path) + ev.plot(tmp_path)
+    paths = [plots.plot_history(result.history, result.phase_boundary, tmp_path / "training_curves.png")]
+    paths += ev.plot(tmp_path)
     paths.append(plots.plot_predictions(trainer.classifier, images, tmp_path / "p.png", labels=[0, 1, 0, 1]))
     paths.append(plots.plot_gradcam(trainer.classifier, images, tmp_path / "g.png"))
     assert [p.name for p in paths] == ["training_curves.png", "confusion_matrix.png", "top_losses.png", "p.png", "g.png"]

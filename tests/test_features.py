@@ -40,8 +40,8 @@ def test_split_backbone_at_a_block_boundary_and_at_the_end():
 def test_cached_features_equal_the_networks_outputs(cnn_data):
     trainer = built(cnn_data)
     frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
-    cache = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, trainer._augment,
-                           views=3, dtype="float32")
+    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, trainer._augment,
+                           cut=trainer.unfreeze_index(), views=3, dtype="float32")
     n = len(cnn_data.labels("train"))
     for split, arrays, rows in (("train", cache.train, slice(0, n)), ("validation", cache.validation, slice(None))):
         images = cnn_data.images(split).astype("float32")
@@ -51,7 +51,8 @@ def test_cached_features_equal_the_networks_outputs(cnn_data):
         np.testing.assert_allclose(arrays[0][rows], crossing, rtol=1e-5, atol=1e-6)
     assert not np.allclose(cache.train[-1][n : 2 * n], cache.train[-1][:n])  # views 1, 2 are augmented
     assert np.array_equal(cache.train_labels, np.tile(cnn_data.labels("train"), 3))
-    half = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, None, views=3)
+    half = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, None,
+                          cut=trainer.unfreeze_index(), views=3)
     assert half.views == 1 and len(half.train[0]) == n  # no augmentation: one view, however many asked
     assert half.train[0].dtype == np.float16
     np.testing.assert_allclose(half.train[-1], cache.train[-1][:n], rtol=2e-3, atol=1e-3)
@@ -165,7 +166,8 @@ def test_two_processes_filling_one_cache_both_succeed(tmp_path, monkeypatch):
     outputs = [w.communicate(timeout=300) for w in writers]
     assert [w.returncode for w in writers] == [0, 0], [err[-2000:] for _, err in outputs]
     assert not list(cache.glob("*partial*"))
-    assert len(list(cache.glob("images-*.npy"))) == 1 and len(list(cache.glob("features-*.done"))) == 1
+    assert len(list(cache.glob("images-*.npy"))) == 1
+    assert len(list(cache.glob("features-*.done"))) == 2  # the pooled features and the cut's activations
 
     fills = []
     real = FrozenFeatures._fill
@@ -221,8 +223,8 @@ def test_random_views_and_mirrored_activations_serve_the_cached_rows(cnn_data):
     image), and mirrored activations are exactly the cached maps flipped left-right."""
     trainer = built(cnn_data)
     frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
-    cache = FrozenFeatures(cnn_data, frozen, trainer._head.pool, trainer._preprocessing, trainer._augment,
-                           views=3, dtype="float32", seed=1)
+    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, trainer._augment,
+                           cut=trainer.unfreeze_index(), views=3, dtype="float32", seed=1)
     n = cache.n_train
     stored = np.asarray(cache.train[0][:]).reshape(3, n, -1)
     labels = cnn_data.labels("train")

@@ -146,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--project-name", default="transferkit", help="search name inside --directory")
     p.add_argument("--output", default=None, help="where to write best.keras, trials.json, tuning.png "
                                                   "(default: DIRECTORY/PROJECT_NAME-results)")
+    p.add_argument("--stop-below-median-after", type=int, default=None, metavar="EPOCH",
+                   help="stop a trial whose metric after this epoch is below the finished trials' median")
+    p.add_argument("--exact", action="store_true",
+                   help="train every trial the exact way (no cached features; several times slower)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     add_data_options(p)
     return parser
@@ -398,6 +402,7 @@ def cmd_tune(args) -> int:
         max_epochs=args.max_epochs, overwrite=args.overwrite, output=output, backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights, epochs=args.epochs,
         fine_tune_epochs=args.fine_tune_epochs, metric=args.metric, seed=args.seed,
+        stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact,
     )
     print("\nTrials (best first)")
     print(result.table())

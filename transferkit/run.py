@@ -1,7 +1,7 @@
-"""Everything a finished training run leaves behind, written into one folder.
+"""Everything a finished training run or search leaves behind, written into one folder.
 
 ``save_run`` is what ``examples/cats_vs_dogs.py`` and ``transferkit train`` share: the model, a
-``metrics.json``, and the pictures.
+``metrics.json``, and the pictures. ``save_search`` writes a search's best model, trials and picture.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from transferkit import plots
 from transferkit.evaluate import evaluate
 
-__all__ = ["save_run", "RUN_FILES"]
+__all__ = ["save_run", "save_search", "RUN_FILES"]
 
 #: File names ``save_run`` writes.
 RUN_FILES = (
@@ -42,7 +42,7 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
     output.mkdir(parents=True, exist_ok=True)
     evaluation = evaluate(result.classifier, data, split=split)
     files = [result.classifier.save(output / "model.keras", overwrite=True)]
-    files += result.plot(output)
+    files.append(plots.plot_history(result.history, result.phase_boundary, output / "training_curves.png"))
     files += evaluation.plot(output)
     rng = np.random.default_rng(0)
     picks = np.sort(rng.choice(len(evaluation.labels), size=min(12, len(evaluation.labels)), replace=False))
@@ -63,3 +63,14 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
+
+
+def save_search(result, objective: str, output: os.PathLike | str) -> list[Path]:
+    """Write a search's best classifier (``best.keras``), ``trials.json`` and ``tuning.png`` into
+    ``output``; ``result`` is a `transferkit.tuning.TuningResult`."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    files = [result.classifier.save(output / "best.keras", overwrite=True)]
+    (output / "trials.json").write_text(json.dumps(result.trials, indent=2, default=str))
+    files += [output / "trials.json", plots.plot_tuning(result.trials, objective, output / "tuning.png")]
+    return files

@@ -49,7 +49,7 @@ class TrainingResult:
             one entry per epoch.
         phase_boundary: index of the first fine-tuning epoch (the number of phase-1 epochs run).
         classifier: the trained `Classifier` (raw pixels in, probabilities out).
-        phase_seconds: wall time of phase 1 and phase 2.
+        phase_seconds: wall time of phase 1 (with computing cached features) and phase 2.
         histories: the two Keras ``History`` objects.
     """
 
@@ -70,19 +70,12 @@ class TrainingResult:
         start = 0 if phase == 1 else self.phase_boundary
         return float(values[end - 1]) if end > start else None
 
-    def evaluate(self, data, split: str = "validation"):
-        """`transferkit.evaluate.evaluate` with this run's classifier."""
-        from transferkit.evaluate import evaluate
-
-        return evaluate(self.classifier, data, split=split)
-
-    def plot(self, directory) -> list:
-        """Write ``training_curves.png`` (both phases, boundary marked) into ``directory``."""
-        from pathlib import Path
-
-        from transferkit.plots import plot_history
-
-        return [plot_history(self.history, self.phase_boundary, Path(directory) / "training_curves.png")]
+    def __getattr__(self, name):
+        moved = {"evaluate": "transferkit.evaluate.evaluate(result.classifier, data, split)",
+                 "plot": "transferkit.plots.plot_history(result.history, result.phase_boundary, path)"}
+        if name in moved:
+            raise AttributeError(f"TrainingResult.{name} is gone (training knows nothing of reports): use {moved[name]}.")
+        raise AttributeError(f"'TrainingResult' object has no attribute {name!r}")
 
 
 class TwoPhaseTrainer:
@@ -126,6 +119,12 @@ class TwoPhaseTrainer:
         mirror_features: on the fast path, phase 2 mirrors each sample's cached activation maps
             left-right with probability 1/2 (a cheap extra augmentation of what crosses the cut;
             off when ``augmentation`` is None).
+        augmentation_seed: seeds the augmentation (and so the cached views) apart from the rest of
+            the run; by default ``seed``. Runs that differ only in ``seed`` share cached features when
+            they share this (a search does: one set of views, one seed per trial).
+        cache_unfreeze_points: with ``cache_dir``, more unfreeze points whose phase-2 inputs are
+            computed in the same pass over the images, for later runs (a search passes every point it
+            may try). Results do not depend on it.
     """
 
     def __init__(
@@ -149,6 +148,8 @@ class TwoPhaseTrainer:
         cache_dir: str | os.PathLike | None = None,
         random_views: bool = True,
         mirror_features: bool = True,
+        augmentation_seed: int | None = None,
+        cache_unfreeze_points: tuple | list = (),
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
@@ -185,6 +186,8 @@ class TwoPhaseTrainer:
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.random_views = bool(random_views)
         self.mirror_features = bool(mirror_features)
+        self.augmentation_seed = augmentation_seed
+        self.cache_unfreeze_points = list(cache_unfreeze_points)
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
         self.classifier: Classifier | None = None
@@ -214,19 +217,25 @@ class TwoPhaseTrainer:
             "cache_dir": self.cache_dir,
             "random_views": self.random_views,
             "mirror_features": self.mirror_features,
+            "augmentation_seed": self.augmentation_seed,
+            "cache_unfreeze_points": self.cache_unfreeze_points,
         }
 
     # -- model --------------------------------------------------------------------------------
+
+    @property
+    def _augmentation_seed(self):
+        return self.seed if self.augmentation_seed is None else self.augmentation_seed
 
     def _augmentation_layer(self):
         aug = self.augmentation
         if aug is None or isinstance(aug, keras.layers.Layer):
             return aug
         if isinstance(aug, str):
-            return make_augmentation(aug, seed=self.seed)
+            return make_augmentation(aug, seed=self._augmentation_seed)
         if isinstance(aug, dict):
             options = dict(aug)
-            return make_augmentation(options.pop("preset", "default"), seed=self.seed, **options)
+            return make_augmentation(options.pop("preset", "default"), seed=self._augmentation_seed, **options)
         raise TypeError(f"augmentation={aug!r}: give a preset name, a dict of options, a Keras layer or None.")
 
     def build(self, class_names, image_size) -> keras.Model:
@@ -267,10 +276,10 @@ class TwoPhaseTrainer:
         finally:
             self.backbone_model = saved
 
-    def unfreeze_index(self) -> int:
-        """``unfreeze_from`` as an index into the backbone's layers."""
+    def unfreeze_index(self, point=None) -> int:
+        """``unfreeze_from`` (or ``point``) as an index into the backbone's layers."""
         layers = self.backbone_model.layers
-        point = self.unfreeze_from
+        point = self.unfreeze_from if point is None else point
         if point == "auto":
             point = self.spec.unfreeze_point(self.backbone_model)
         if isinstance(point, (int, np.integer)) and not isinstance(point, bool):
@@ -329,13 +338,15 @@ class TwoPhaseTrainer:
         class_weight: dict | None = None,
         verbose="auto",
         checkpoint_dir: str | os.PathLike | None = None,
+        rebuild: bool = True,
     ) -> TrainingResult:
         """Build a fresh model and run both phases on ``data``.
 
         ``data`` is an `ImageFolder`, or any object with ``train`` and ``validation`` datasets of
         ``(images 0-255, integer labels)`` batches, ``class_names`` and ``image_size``.
-        ``fine_tune_epochs=0`` stops after phase 1. With ``cache_features`` (the default) and an
-        `ImageFolder`, the frozen layers run once and the phases train on their cached outputs.
+        ``fine_tune_epochs=0`` stops after phase 1; ``epochs=0`` goes straight to phase 2. With
+        ``cache_features`` (the default) and an `ImageFolder`, the frozen layers run once and the
+        phases train on their cached outputs.
 
         Callbacks see the full training model (images in, logits out) and both phases as one run, as
         in one ``model.fit``; their epoch logs carry ``"phase"``. ``EarlyStopping`` ends the running
@@ -347,78 +358,55 @@ class TwoPhaseTrainer:
         ``fit`` with the same directory, settings and data continues after the last finished epoch,
         in the right phase, and one with other settings or data is refused, naming what differs.
         With an `ImageFolder` and a ``seed``, the resumed run ends as the uninterrupted one would.
+
+        ``rebuild=False`` trains the model the last `build` made, with the weights it has now (loaded
+        from an earlier run, say), instead of a fresh one; the seed is then not set again.
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
-        if self.seed is not None:
-            keras.utils.set_random_seed(self.seed)
-        self.build(data.class_names, data.image_size)
+        if rebuild:
+            if self.seed is not None:
+                keras.utils.set_random_seed(self.seed)
+            self.build(data.class_names, data.image_size)
+        elif self.model is None:
+            raise RuntimeError("fit(rebuild=False) trains the model build() made: call build() first.")
         if hasattr(data, "split_record"):
             self.classifier.split = data.split_record()
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = RunCheckpoint(checkpoint_dir, self._fingerprint(data, epochs, fine_tune_epochs))
-        state = checkpoint.load() if checkpoint is not None else None
+        progress = _Progress(self, checkpoint, checkpoint.load() if checkpoint is not None else None)
         index = self.unfreeze_index() if fine_tune_epochs else len(self.backbone_model.layers)
-        cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
-        run = dict(class_weight=class_weight, verbose=verbose, shuffle=False)  # datasets reshuffle themselves
-        progress = _Progress(self, checkpoint, state)
-        user_callbacks = keras.callbacks.CallbackList(list(callbacks or []), add_history=False, add_progbar=False)
         phases = [p for p, n in ((1, epochs), (2, fine_tune_epochs)) if n and not progress.phase_done(p)]
-
+        cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
         start = time.perf_counter()
-        self.freeze_backbone()
-        recipe = (_CachedRecipe if cached else _ExactRecipe)(self, data, index, verbose)
+        recipe = (_CachedRecipe if cached else _ExactRecipe)(self, data, index, phases, verbose)
+        preparation = time.perf_counter() - start
+        loop = _PhaseLoop(self, recipe, progress, keras.callbacks.CallbackList(
+            list(callbacks or []), add_history=False, add_progbar=False), phases,
+            dict(class_weight=class_weight, verbose=verbose, shuffle=False))  # datasets reshuffle themselves
         try:
-            histories = []
-            if not progress.phase_done(1) and epochs:
-                histories.append(self._run_phase(1, recipe, progress, 0, epochs, self.learning_rate,
-                                                 user_callbacks, phases, run))
-            phase1 = time.perf_counter() - start
+            self.freeze_backbone()
+            loop.run(1, 0, epochs, self.learning_rate)
             boundary = progress.boundary(epochs)
-            phase2 = 0.0
             if fine_tune_epochs:
-                start = time.perf_counter()
                 self.unfreeze_top()
-                log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index,
-                         self.backbone_model.layers[index].name)
-                if not progress.phase_done(2):
-                    histories.append(self._run_phase(2, recipe, progress, boundary, boundary + fine_tune_epochs,
-                                                     self.learning_rate * self.fine_tune_lr_factor,
-                                                     user_callbacks, phases, run))
-                phase2 = time.perf_counter() - start
+                log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index, self.backbone_model.layers[index].name)
+                loop.run(2, boundary, boundary + fine_tune_epochs, self.learning_rate * self.fine_tune_lr_factor)
         finally:
             recipe.close()
         progress.restore_variables()  # a run that was already finished trains nothing
         if cached:  # leave the full model compiled as the last phase left it, for model.evaluate()
             self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
-        return TrainingResult(
-            history=progress.history,
-            phase_boundary=boundary,
-            classifier=self.classifier,
-            phase_seconds=(phase1, phase2),
-            histories=tuple(histories),
-        )
-
-    def _run_phase(self, phase, recipe, progress, first_epoch, last_epoch, learning_rate, callbacks, phases, run):
-        """One Keras ``fit`` of the model that trains this phase, from ``first_epoch`` (or where the
-        checkpoint left it) to ``last_epoch``."""
-        first_epoch = max(first_epoch, progress.epochs_done)
-        model = recipe.model(phase)
-        self.compile(learning_rate, model)
-        progress.restore(model, phase)
-        train, validation = recipe.datasets(phase, first_epoch)
-        record_epoch, record_phase = progress.callbacks(model, phase)
-        user = ShowFullModel(callbacks, self.model, phase, begins_run=phase == phases[0], ends_run=phase == phases[-1])
-        shown = [record_epoch, user, record_phase]
-        return model.fit(train, validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
-                         callbacks=shown, **run)
+        return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
+                              phase_seconds=(loop.seconds[0] + preparation, loop.seconds[1]),
+                              histories=tuple(loop.histories))
 
     def _fingerprint(self, data, epochs: int, fine_tune_epochs: int) -> dict:
         """What a checkpoint must match: the settings, the epochs, and the data's files and shape."""
         import hashlib
 
-        settings = {k: v for k, v in self.get_config().items() if k != "cache_dir"}
+        settings = {k: v for k, v in self.get_config().items() if k not in ("cache_dir", "cache_unfreeze_points")}
         settings["head"] = {k: v for k, v in settings["head"].items() if k != "name"}  # generated, not chosen
         digest = hashlib.sha256()
         if hasattr(data, "files"):
@@ -448,10 +436,39 @@ class TwoPhaseTrainer:
         return self._trained().save(path, overwrite=overwrite)
 
 
+class _PhaseLoop:
+    """Runs each phase as one Keras ``fit`` of the model its recipe trains, with the run's callbacks,
+    and times it."""
+
+    def __init__(self, trainer: TwoPhaseTrainer, recipe, progress, callbacks, phases: list[int], run: dict):
+        self.trainer, self.recipe, self.progress, self.callbacks = trainer, recipe, progress, callbacks
+        self.phases, self.run_options = phases, run
+        self.histories: list = []
+        self.seconds = [0.0, 0.0]
+
+    def run(self, phase: int, first_epoch: int, last_epoch: int, learning_rate: float) -> None:
+        """Phase ``phase`` from ``first_epoch`` (or where the checkpoint left it) to ``last_epoch``."""
+        if phase not in self.phases:
+            return
+        start = time.perf_counter()
+        first_epoch = max(first_epoch, self.progress.epochs_done)
+        model = self.recipe.model(phase)
+        self.trainer.compile(learning_rate, model)
+        self.progress.restore(model, phase)
+        train, validation = self.recipe.datasets(phase, first_epoch)
+        record_epoch, record_phase = self.progress.callbacks(model, phase)
+        user = ShowFullModel(self.callbacks, self.trainer.model, phase, begins_run=phase == self.phases[0],
+                             ends_run=phase == self.phases[-1])
+        self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
+                                        epochs=last_epoch, callbacks=[record_epoch, user, record_phase],
+                                        **self.run_options))
+        self.seconds[phase - 1] = time.perf_counter() - start
+
+
 class _ExactRecipe:
     """Each phase trains the full model on the images (fresh augmentation every epoch)."""
 
-    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, verbose):
+    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, phases: list[int], verbose):
         self.trainer, self.data = trainer, data
 
     def model(self, phase: int) -> keras.Model:
@@ -471,23 +488,24 @@ class _CachedRecipe:
     """The frozen layers run once (`FrozenFeatures`); phase 1 trains the head on pooled features and
     phase 2 the unfrozen top and head on the activations that cross the unfreeze point."""
 
-    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, verbose):
+    def __init__(self, trainer: TwoPhaseTrainer, data, index: int, phases: list[int], verbose):
         self.trainer = trainer
         backbone = trainer.backbone_model
-        self.frozen, self.top = split_backbone(backbone, index)
-        cut = backbone.layers[index].name if index < len(backbone.layers) else None
+        self.top = split_backbone(backbone, index)[1]
+        also = [trainer.unfreeze_index(point) for point in trainer.cache_unfreeze_points]
         self.features = FrozenFeatures(
-            data, self.frozen, trainer._head.pool, trainer._preprocessing, trainer._augment, views=trainer.views,
-            dtype=trainer.feature_dtype, cache_dir=trainer.cache_dir, seed=trainer.seed,
+            data, backbone, trainer._head.pool, trainer._preprocessing, trainer._augment, cut=index, phases=phases,
+            also_cuts=also, views=trainer.views, dtype=trainer.feature_dtype, cache_dir=trainer.cache_dir,
+            seed=trainer._augmentation_seed, shuffle_seed=trainer.seed,
             augmentation_config=trainer.get_config()["augmentation"], verbose=1 if verbose == 1 else 0,
             identity={"backbone": trainer.backbone, "backbone_options": trainer.backbone_options,
-                      "weights": trainer.weights, "unfreeze_index": index, "unfreeze_layer": cut},
+                      "weights": trainer.weights},
         )
 
     def model(self, phase: int) -> keras.Model:
         head = self.trainer._head
         if phase == 1:
-            pooled = keras.Input(self.features.shapes[-1], name="pooled_features")
+            pooled = keras.Input(self.features.pooled_shape, name="pooled_features")
             return keras.Model(pooled, head(pooled), name="head_on_cached_features")
         return keras.Model(self.top.inputs, head(self.top.output), name="top_on_cached_features")
 

@@ -11,8 +11,17 @@ recipe inside that one call, so any KerasTuner tuner works with it:
 ...                         directory=tempfile.mkdtemp(), project_name="demo")  # doctest: +SKIP
 >>> tuner.search(image_folder)  # doctest: +SKIP
 
+A trial *is* a `TwoPhaseTrainer` run with the trial's settings (`TwoPhaseHyperModel.trainer_for`),
+seeded from the search's seed and the trial id, so the same search run twice gives the same scores.
+On the fast path (the default) trials share cached features through ``cache_dir``: the pooled
+backbone output once per search, and each unfreeze point's activations once per point; the first
+pass over the images computes them for every point in the search space.
+
 The score of a trial is its metric at the end of phase 2 (``final_val_accuracy`` by default), not
-the best epoch: the model a search picks is the one fine-tuning ends with.
+the best epoch: the model a search picks is the one fine-tuning ends with. Every epoch's metrics also
+reach the oracle (with the objective NaN until the end, so scoring ignores them), and
+``stop_below_median_after=k`` stops a trial whose metric after epoch ``k`` is below the median of the
+finished trials' at the same epoch (the median stopping rule).
 
 Epoch budget. A trial trains ``epochs`` frozen and ``fine_tune_epochs`` fine-tuning epochs. When the
 tuner passes its own budget ``E`` (Hyperband does, as ``epochs``; so does ``search(..., epochs=E)``),
@@ -27,22 +36,26 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import tempfile  # noqa: F401  (used by the docstring example)
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.engine import tuner_utils as kt_tuner_utils
+import numpy as np
 
 from transferkit.backbones import get_backbone, get_backbone_spec
 from transferkit.head import ClassifierHead
+from transferkit.memory import rss_mb
 from transferkit.trainer import TwoPhaseTrainer
+from transferkit.trial_runner import TrialStopped, trial_runner, update_trial
 
-__all__ = ["TwoPhaseHyperModel", "final_objective", "split_budget", "tune", "TuningResult", "isolated",
-           "MemoryLog", "add_tune_parser"]
+__all__ = ["TwoPhaseHyperModel", "final_objective", "split_budget", "trial_seed", "tune", "TuningResult",
+           "MemoryLog"]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +81,19 @@ def split_budget(total: int, epochs: int, fine_tune_epochs: int) -> tuple[int, i
     return first, total - first
 
 
+def trial_seed(search_seed: int | None, trial_id: str) -> int | None:
+    """The seed of one trial: a hash of the search's seed and the trial id (None: unseeded).
+
+    >>> trial_seed(42, "00") == trial_seed(42, "00") != trial_seed(42, "01")
+    True
+    """
+    if search_seed is None:
+        return None
+    return zlib.crc32(f"{search_seed}/{trial_id}".encode()) & 0x7FFFFFFF
+
+
 class TwoPhaseHyperModel(kt.HyperModel):
-    """A KerasTuner ``HyperModel`` for the two-phase recipe.
+    """A KerasTuner ``HyperModel`` for the two-phase recipe: each trial is a `TwoPhaseTrainer` run.
 
     Searched (each can be narrowed or fixed through the arguments):
 
@@ -80,7 +104,10 @@ class TwoPhaseHyperModel(kt.HyperModel):
     - ``fine_tune_lr_factor`` among ``fine_tune_lr_factors``.
 
     ``search(data)`` takes an `ImageFolder` (or anything with ``train``, ``validation``, ``class_names``
-    and ``image_size``).
+    and ``image_size``). ``trainer_options`` go to every trial's `TwoPhaseTrainer` (``views``,
+    ``random_views``, ``optimizer``...). With ``cache_features`` (the default) trials train on cached
+    features kept in ``cache_dir`` and shared by all of them; their augmentation uses the search's
+    ``seed`` (one set of views), the rest of each trial its own `trial_seed`.
     """
 
     def __init__(
@@ -101,6 +128,9 @@ class TwoPhaseHyperModel(kt.HyperModel):
         fine_tune_lr_factors: tuple[float, ...] = (0.01, 0.1, 0.3),
         freeze_batchnorm: bool = True,
         seed: int | None = None,
+        cache_features: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        trainer_options: dict | None = None,
         name: str | None = None,
     ):
         super().__init__(name=name, tunable=True)
@@ -119,7 +149,13 @@ class TwoPhaseHyperModel(kt.HyperModel):
         self.fine_tune_lr_factors = tuple(fine_tune_lr_factors)
         self.freeze_batchnorm = freeze_batchnorm
         self.seed = seed
+        # One set of cached views for the whole search, also when it is not seeded.
+        self.augmentation_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+        self.cache_features = cache_features
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.trainer_options = dict(trainer_options or {})
         self.unfreeze_points = list(unfreeze_points) if unfreeze_points else self.default_unfreeze_points()
+        self.trial_id: str | None = None  # set by the tuner before each build
         self.trainer: TwoPhaseTrainer | None = None
 
     def __getstate__(self):  # sent to trial processes without the last trial's model
@@ -140,8 +176,8 @@ class TwoPhaseHyperModel(kt.HyperModel):
     def _default_point(self):
         return self.unfreeze_points[len(self.unfreeze_points) // 2]
 
-    def trainer_for(self, hp: kt.HyperParameters) -> TwoPhaseTrainer:
-        """A `TwoPhaseTrainer` set up with this trial's hyperparameter values."""
+    def trainer_for(self, hp: kt.HyperParameters, seed: int | None = None) -> TwoPhaseTrainer:
+        """The `TwoPhaseTrainer` of a trial with these hyperparameter values (and ``seed``)."""
         low, high = self.dropout_range
         dropout = hp.Float("dropout", low, high, step=0.1, default=min(max(0.2, low), high))
         hidden = hp.Choice("hidden_units", list(self.hidden_units), default=self.hidden_units[0])
@@ -162,14 +198,22 @@ class TwoPhaseHyperModel(kt.HyperModel):
             freeze_batchnorm=self.freeze_batchnorm,
             image_size=self.image_size,
             backbone_options=self.backbone_options,
-            seed=self.seed,
+            seed=seed,
+            augmentation_seed=self.augmentation_seed,
+            cache_features=self.cache_features,
+            cache_dir=self.cache_dir,
+            cache_unfreeze_points=self.unfreeze_points if self.cache_dir is not None else (),
+            **self.trainer_options,
         )
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The phase-1 model (backbone frozen, compiled); the trial's trainer is kept as ``self.trainer``."""
+        """The trial's phase-1 model (backbone frozen, compiled), built as `TwoPhaseTrainer.fit` builds
+        it, seeded with `trial_seed`; the trainer is kept as ``self.trainer``."""
         self.trainer = None
         gc.collect()  # KerasTuner has just cleared the Keras session; drop the last trial's objects too
-        trainer = self.trainer_for(hp)
+        trainer = self.trainer_for(hp, seed=trial_seed(self.seed, self.trial_id or "0"))
+        if trainer.seed is not None:
+            keras.utils.set_random_seed(trainer.seed)
         trainer.build(self.class_names, self.image_size)
         trainer.freeze_backbone()
         trainer.compile(trainer.learning_rate)
@@ -177,60 +221,33 @@ class TwoPhaseHyperModel(kt.HyperModel):
         return trainer.model
 
     def fit(self, hp, model, data, *args, callbacks=None, epochs=None, initial_epoch=0, verbose="auto", **kwargs):
-        """Both phases on ``data``; returns the last epoch's metrics as ``final_<name>``."""
+        """The trial: `TwoPhaseTrainer.fit` on ``data`` with the model `build` returned; returns the last
+        epoch's metrics as ``final_<name>``.
+
+        A trial that continues an earlier one (``initial_epoch > 0``, Hyperband) starts from the
+        weights loaded into ``model`` and spends its ``epochs - initial_epoch`` epochs fine-tuning."""
         trainer = self.trainer
         if trainer is None or trainer.model is not model:
             raise RuntimeError("TwoPhaseHyperModel.fit needs the model its own build() returned.")
-        callbacks = list(callbacks or [])
         total = epochs if epochs is not None else self.epochs + self.fine_tune_epochs
-        common = dict(validation_data=data.validation, callbacks=callbacks, verbose=verbose, shuffle=False)
-        logs: dict = {}
-        if initial_epoch == 0:
-            first, _ = split_budget(total, self.epochs, self.fine_tune_epochs)
-            history = model.fit(data.train, epochs=first, **common)
-            logs = {k: v[-1] for k, v in history.history.items()}
-            initial_epoch = len(history.epoch)
-        if total > initial_epoch:
-            trainer.unfreeze_top()
-            trainer.compile(trainer.learning_rate * trainer.fine_tune_lr_factor)
-            history = model.fit(data.train, initial_epoch=initial_epoch, epochs=total, **common)
-            logs = {k: v[-1] for k, v in history.history.items()}
+        if initial_epoch:
+            first, second = 0, total - initial_epoch
+        else:
+            first, second = split_budget(total, self.epochs, self.fine_tune_epochs)
+        if first + second <= 0:
+            raise ValueError(f"A trial from epoch {initial_epoch} to {total} has no epochs to train.")
+        try:
+            history = trainer.fit(data, epochs=first, fine_tune_epochs=second, callbacks=callbacks, verbose=verbose,
+                                  class_weight=kwargs.get("class_weight"), rebuild=False).history
+            logs = {k: v[-1] for k, v in history.items() if k != "phase"}
+        except TrialStopped as stopped:
+            logs = stopped.logs
         return {f"final_{k}": float(v) for k, v in logs.items()}
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, in MiB (Linux: VmHWM, which, unlike ``ru_maxrss``, a
-    spawned process does not inherit from its parent)."""
-    peak = _proc_status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def rss_mb() -> float:
-    """This process's resident memory now, in MiB (Linux; elsewhere the peak)."""
-    now = _proc_status_mb("VmRSS")
-    return now if now is not None else peak_rss_mb()
 
 
 class MemoryLog(keras.callbacks.Callback):
     """Records resident memory (MiB, after garbage collection) at the start of every training run:
-    two entries per two-phase trial."""
+    one entry per trial (callbacks see both phases as one run)."""
 
     def __init__(self):
         super().__init__()
@@ -244,49 +261,44 @@ class MemoryLog(keras.callbacks.Callback):
         self.rss.append(rss_mb())
 
 
-def _run_trial(hypermodel, hp_config, data, fit_kwargs, checkpoint, build_config, load_from) -> dict:
-    """One trial, in a fresh process: build, (load), fit both phases, save the final weights."""
-    from keras_tuner.src import utils as kt_utils
+class _Search:
+    """What `tune` adds to a KerasTuner tuner class: the per-epoch reports, and the median stopping
+    rule on them (with ``stop_below_median_after``; where the oracle's trials are at hand, that is,
+    not on the workers of a distributed search)."""
 
-    hp = kt.HyperParameters.from_config(hp_config)
-    model = hypermodel.build(hp)
-    if load_from:
-        model.load_weights(load_from)
-    metrics = hypermodel.fit(hp, model, data, **fit_kwargs)
-    model.save_weights(checkpoint)
-    kt_utils.save_json(build_config, model.get_build_config())
-    metrics["trial_peak_rss_mb"] = peak_rss_mb()
-    return metrics
+    stop_below_median_after: int | None = None
+    min_trials_for_median: int = 3
 
+    def report_epoch(self, trial, step: int, logs: dict) -> bool:
+        """Send an epoch's logs to the oracle; True if the trial should stop."""
+        objective = self.oracle.objective.name
+        updated = update_trial(self.oracle, trial.trial_id, {**logs, objective: math.nan}, step=step)
+        if getattr(updated, "status", None) == "STOPPED":
+            return True
+        return self.below_median(trial.trial_id, step, logs)
 
-def _build_and_fit_in_a_new_process(self, trial, *args, **kwargs):
-    """``Tuner._build_and_fit_model`` that runs the trial in a spawned process.
-
-    TensorFlow keeps every traced training graph alive after ``clear_session()`` (tensorflow#61791,
-    tf-keras#286): about 30 MiB per ``fit`` for MobileNetV2 here, whatever the tuner does. A process
-    per trial returns all of it. KerasTuner's own per-epoch callbacks stay behind (the trial's score
-    is its final metrics); the trial's checkpoint is written by the child.
-    """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    hp = trial.hyperparameters
-    internal = (kt_tuner_utils.TunerCallback, kt_tuner_utils.SaveBestEpoch)
-    kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, internal)]
-    previous = hp.values.get("tuner/trial_id")
-    load_from = self._get_checkpoint_fname(previous) if previous else None
-    Path(self._get_checkpoint_fname(trial.trial_id)).parent.mkdir(parents=True, exist_ok=True)
-    payload = (self.hypermodel, hp.get_config(), args[0], {**kwargs}, self._get_checkpoint_fname(trial.trial_id),
-               self._get_build_config_fname(trial.trial_id), load_from)
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_run_trial, *payload).result()
-
-
-def isolated(tuner_class: type) -> type:
-    """A subclass of ``tuner_class`` that runs every trial in its own process (see
-    `_build_and_fit_in_a_new_process`); its ``run_trial`` and the rest are unchanged."""
-    return type(f"Isolated{tuner_class.__name__}", (tuner_class,),
-                {"_build_and_fit_model": _build_and_fit_in_a_new_process})
+    def below_median(self, trial_id: str, step: int, logs: dict) -> bool:
+        """Is this epoch's metric worse than the median of the finished trials' at the same step?"""
+        after = self.stop_below_median_after
+        metric = self.oracle.objective.name.removeprefix("final_")
+        trials = getattr(self.oracle, "trials", None)
+        if after is None or step < after or metric not in logs or not isinstance(trials, dict):
+            return False
+        others = []
+        for other in trials.values():
+            if other.trial_id == trial_id or other.status != "COMPLETED":
+                continue
+            if other.metrics.exists(metric):
+                values = [o.mean() for o in other.metrics.get_history(metric) if o.step == step]
+                others += values[:1]
+        if len(others) < self.min_trials_for_median:
+            return False
+        median = float(np.median(others))
+        worse = logs[metric] < median if self.oracle.objective.direction == "max" else logs[metric] > median
+        if worse:
+            log.info("Stopping trial %s after step %d: %s %.4f is worse than the median %.4f of %d trials",
+                     trial_id, step, metric, logs[metric], median, len(others))
+        return worse
 
 
 @dataclass
@@ -335,24 +347,31 @@ def tune(
     isolate_trials: bool = True,
     verbose="auto",
     callbacks: list | None = None,
+    stop_below_median_after: int | None = None,
     **hypermodel_options,
 ) -> TuningResult:
     """Run (or resume) a search and return its trials, best hyperparameters and best classifier.
 
     ``tuner`` is ``"random"``, ``"bayesian"`` or ``"hyperband"`` (``max_epochs`` is Hyperband's
-    budget per trial), or a KerasTuner tuner class (a subclass of one of those, say). With ``overwrite=False`` an interrupted search in ``directory/project_name``
-    continues where it stopped. With ``isolate_trials`` (the default) each trial trains in a fresh
-    process, so memory stays flat however many trials run; callbacks must then be picklable and
-    KerasTuner sees each trial's final metrics only. With ``output``, the best model (``best.keras``), ``trials.json``
-    and ``tuning.png`` are written there. In distributed mode (``KERASTUNER_TUNER_ID`` etc. set)
-    workers run trials and return an empty result; the chief serves the oracle and, at the end,
-    returns the trials and writes the outputs.
+    budget per trial), or a KerasTuner tuner class (a subclass of one of those, say). With
+    ``overwrite=False`` an interrupted search in ``directory/project_name`` continues where it
+    stopped. With ``isolate_trials`` (the default) each trial trains in a fresh process, so memory
+    stays flat however many trials run (callbacks must then be picklable). Cached features go to
+    ``directory/project_name/features`` unless ``cache_dir`` says otherwise; the workers of a
+    distributed search on one machine share them. ``stop_below_median_after=k``: see the module
+    docstring. With ``output``, the best model (``best.keras``), ``trials.json`` and ``tuning.png``
+    are written there. In distributed mode (``KERASTUNER_TUNER_ID`` etc. set) workers run trials and
+    return an empty result; the chief serves the oracle and, at the end, returns the trials and
+    writes the outputs. Other keyword arguments go to `TwoPhaseHyperModel`.
     """
     tuner_class = TUNERS.get(tuner) if isinstance(tuner, str) else tuner
     if not (isinstance(tuner_class, type) and issubclass(tuner_class, kt.Tuner)):
         raise ValueError(f"tuner={tuner!r}: choose one of {', '.join(TUNERS)}, or pass a KerasTuner tuner class.")
-    if isolate_trials:
-        tuner_class = isolated(tuner_class)
+    searching = type(f"TwoPhase{tuner_class.__name__}", (_Search, tuner_class),
+                     {"stop_below_median_after": stop_below_median_after})
+    tuner_class = trial_runner(searching, isolate=isolate_trials)
+    if hypermodel_options.get("cache_features", True) and hypermodel_options.get("cache_dir") is None:
+        hypermodel_options["cache_dir"] = Path(directory) / project_name / "features"
     hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, **hypermodel_options)
     objective = final_objective(hypermodel.metric)
     common = dict(objective=objective, directory=str(directory), project_name=project_name, overwrite=overwrite,
@@ -376,17 +395,13 @@ def tune(
     )
     if not best:
         return result
+    hypermodel.trial_id = best[0].trial_id
     with warnings.catch_warnings():  # the checkpoint holds phase 2's optimizer state, which is not needed
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         search.load_model(best[0])  # rebuilds the best trial's model and loads its final weights
     result.classifier = hypermodel.trainer.classifier
     if output is not None:
-        from transferkit.plots import plot_tuning
+        from transferkit.run import save_search
 
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        files = [result.classifier.save(output / "best.keras", overwrite=True)]
-        (output / "trials.json").write_text(json.dumps(trials, indent=2, default=str))
-        files += [output / "trials.json", plot_tuning(trials, objective.name, output / "tuning.png")]
-        result.files = tuple(files)
+        result.files = tuple(save_search(result, objective.name, output))
     return result

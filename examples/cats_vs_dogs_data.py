@@ -1,4 +1,4 @@
-"""Downloadable example data, fetched once into Keras's file cache.
+"""The cats-vs-dogs example's data, downloaded once into Keras's file cache (used by the examples).
 
 >>> cats_vs_dogs(cache_dir="/nonexistent-offline")  # doctest: +SKIP
 PosixPath('~/.keras/datasets/cats_and_dogs_filtered_extracted/cats_and_dogs_filtered')
