@@ -6,6 +6,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,6 +74,11 @@ def _register_test_cnn():
 
 
 _register_test_cnn()
+
+
+class UsesTestCNN(keras.callbacks.Callback):
+    """Does nothing; a spawned trial process that unpickles it imports this file, which registers
+    "test_cnn" there too (pass it in a search's callbacks)."""
 
 
 def tiny_trainer(**overrides):

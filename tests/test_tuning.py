@@ -128,6 +128,8 @@ def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path):
     assert reported["best_score"] == pytest.approx(best_score)
     assert reported["best_trial"] in {r["trial_id"] for r in ran if r["score"] == best_score}  # ties allowed
     assert (tmp_path / "search" / "results" / "best.keras").exists()
+    features = tmp_path / "search" / "dist" / "features"  # the workers' shared cache: complete entries only
+    assert list(features.glob("features-*.done")) and not list(features.glob("*partial*"))
 
 
 def test_tune_command(tiny_data, tmp_path, capsys):
@@ -140,3 +142,209 @@ def test_tune_command(tiny_data, tmp_path, capsys):
     assert "Trials (best first)" in out and "unfreeze_from" in out
     assert (tmp_path / "transferkit-results" / "best.keras").exists()
     assert (tmp_path / "transferkit-results" / "tuning.png").exists()
+
+
+# -- one engine: trials are TwoPhaseTrainer runs on shared cached features ------------------------
+
+CNN_SEARCH = dict(backbone="test_cnn", backbone_options={}, epochs=1, fine_tune_epochs=2, seed=1,
+                  augmentation="default", unfreeze_points=["block2", "block2_relu"], hidden_units=(0, 8),
+                  learning_rate_range=(1e-2, 5e-2))
+
+
+@pytest.fixture(scope="module")
+def cnn_search(tmp_path_factory):
+    """The search settings with one weights file for the test CNN: trials share features only when they
+    share the frozen weights (random ones would differ by trial seed)."""
+    from transferkit import get_backbone
+
+    path = tmp_path_factory.mktemp("cnn") / "cnn.weights.h5"
+    keras.utils.set_random_seed(7)
+    get_backbone("test_cnn", (32, 32, 3), weights=None).save_weights(path)
+    return {**CNN_SEARCH, "weights": str(path)}
+
+
+def oracle_trials(result):
+    return sorted(result.tuner.oracle.trials.values(), key=lambda t: t.trial_id)
+
+
+def per_epoch(trial, metric):
+    return [(o.step, o.mean()) for o in trial.metrics.get_history(metric)]
+
+
+def test_a_trial_is_a_plain_trainer_run_on_features_computed_afresh(tiny_data, tmp_path, cnn_search):
+    """Three trials in their own processes, sharing one feature cache: each trial's every epoch (as the
+    oracle got it) and the best trial's model equal a plain TwoPhaseTrainer run with that trial's
+    settings and seed, computing its features in memory."""
+    from conftest import UsesTestCNN
+    from transferkit import ClassifierHead, TwoPhaseTrainer, load_model
+    from transferkit.tuning import trial_seed
+
+    result = tune(tiny_data, tmp_path, max_trials=3, verbose=0, callbacks=[UsesTestCNN()], output=tmp_path / "out",
+                  **cnn_search)
+    assert len(list((tmp_path / "transferkit" / "features").glob("features-*.done"))) == 3  # pooled + 2 cuts
+    compared = 0
+    for trial in oracle_trials(result):
+        values = trial.hyperparameters.values
+        trainer = TwoPhaseTrainer(
+            backbone="test_cnn", weights=cnn_search["weights"], augmentation="default", unfreeze_from=values["unfreeze_from"],
+            head=ClassifierHead(dropout=values["dropout"], hidden_units=values["hidden_units"] or None),
+            learning_rate=values["learning_rate"], fine_tune_lr_factor=values["fine_tune_lr_factor"],
+            seed=trial_seed(1, trial.trial_id), augmentation_seed=1)
+        history = trainer.fit(tiny_data, epochs=1, fine_tune_epochs=2, verbose=0).history
+        assert [s for s, _ in per_epoch(trial, "val_loss")] == [0, 1, 2]
+        np.testing.assert_allclose([v for _, v in per_epoch(trial, "val_loss")], history["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose([v for _, v in per_epoch(trial, "loss")], history["loss"], rtol=1e-4)
+        assert trial.score == pytest.approx(history["val_accuracy"][-1])
+        assert trial.metrics.get_best_step("final_val_accuracy") == 3  # the final report, after the epochs
+        if trial.trial_id == result.trials[0]["trial_id"]:
+            images = tiny_data.images("test")
+            np.testing.assert_allclose(result.classifier.predict(images), trainer.predict(images), atol=1e-5)
+            saved = load_model(tmp_path / "out" / "best.keras")  # best.keras is the top trial's model
+            np.testing.assert_allclose(saved.predict(images), trainer.predict(images), atol=1e-5)
+            compared += 1
+    assert compared == 1
+    # Control: another trial's seed gives another run, so the comparison above can fail.
+    other = oracle_trials(result)[0]
+    control = TwoPhaseTrainer(backbone="test_cnn", weights=cnn_search["weights"], seed=12345, augmentation_seed=1,
+                              unfreeze_from=other.hyperparameters.values["unfreeze_from"],
+                              learning_rate=other.hyperparameters.values["learning_rate"])
+    assert not np.allclose(control.fit(tiny_data, epochs=1, fine_tune_epochs=2, verbose=0).history["val_loss"],
+                           [v for _, v in per_epoch(other, "val_loss")], rtol=1e-4)
+
+
+def test_the_same_search_twice_gives_the_same_scores(tiny_data, tmp_path, cnn_search):
+    from conftest import UsesTestCNN
+
+    def losses(directory, seed):
+        result = tune(tiny_data, directory, max_trials=2, verbose=0, callbacks=[UsesTestCNN()],
+                      **{**cnn_search, "seed": seed})
+        return [t.metrics.get_last_value("final_val_loss") for t in oracle_trials(result)]
+
+    first = losses(tmp_path / "a", 1)
+    assert losses(tmp_path / "b", 1) == first  # fresh processes, fresh caches: the same numbers
+    assert losses(tmp_path / "c", 2) != first  # another search seed: other numbers
+
+
+def test_the_cache_is_shared_by_cut_and_one_pass_fills_every_cut(tiny_data, tmp_path, monkeypatch, cnn_search):
+    from transferkit.features import FrozenFeatures
+    from transferkit.trainer import _CachedRecipe
+
+    fills = []
+    real = FrozenFeatures._fill
+    monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, *a, **k: fills.append(1) or real(self, *a, **k))
+    result = tune(tiny_data, tmp_path, max_trials=4, verbose=0, isolate_trials=False, **cnn_search)
+    cuts = {t["hyperparameters"]["unfreeze_from"] for t in result.trials}
+    assert len(result.trials) == 4 and cuts == {"block2", "block2_relu"}  # both cuts were trained on
+    assert len(fills) == 2  # one pass over the training images and one over the validation images, in all
+    cache = tmp_path / "transferkit" / "features"
+    assert len(list(cache.glob("features-*.done"))) == 3
+
+    # What the trials shared equals what a run computes afresh, for each cut.
+    hypermodel = result.tuner.hypermodel
+    for point in ("block2", "block2_relu"):
+        hp = kt.HyperParameters()
+        hypermodel.trainer_for(hp)
+        hp.values["unfreeze_from"] = point
+        arrays = []
+        for cache_dir in (str(cache), None):
+            trainer = hypermodel.trainer_for(hp, seed=5)
+            trainer.cache_dir = cache_dir
+            trainer.build(tiny_data.class_names, tiny_data.image_size)
+            recipe = _CachedRecipe(trainer, tiny_data, trainer.unfreeze_index(), [1, 2], 0)
+            arrays.append([np.asarray(a[:]) for a in recipe.features.train + recipe.features.validation])
+            recipe.close()
+        assert len(fills) == 4  # the cached run read, the fresh one computed
+        fills.clear(), fills.extend([1, 1])
+        for shared, fresh in zip(*arrays):
+            np.testing.assert_array_equal(shared, fresh)
+
+
+class PhasesSeen(keras.callbacks.Callback):
+    runs: list = []
+
+    def __deepcopy__(self, memo):  # KerasTuner copies callbacks per trial; keep one record
+        return self
+
+    def on_train_begin(self, logs=None):
+        PhasesSeen.runs.append([])
+
+    def on_epoch_end(self, epoch, logs=None):
+        PhasesSeen.runs[-1].append(logs["phase"])
+
+
+def test_hyperband_continues_a_trial_with_fine_tuning_from_its_weights(tiny_data, tmp_path, monkeypatch, cnn_search):
+    loaded = []
+    real_load = keras.Model.load_weights
+    monkeypatch.setattr(keras.Model, "load_weights", lambda self, path, *a, **k: loaded.append(path) or
+                        real_load(self, path, *a, **k))
+    PhasesSeen.runs = []
+    result = tune(tiny_data, tmp_path, tuner="hyperband", max_epochs=3, verbose=0, isolate_trials=False,
+                  callbacks=[PhasesSeen()], **cnn_search)
+    continued = [t for t in oracle_trials(result) if "tuner/trial_id" in t.hyperparameters.values]
+    assert continued, "Hyperband continued no trial"
+    for trial in continued:
+        start = trial.hyperparameters.values["tuner/initial_epoch"]
+        end = trial.hyperparameters.values["tuner/epochs"]
+        assert [s for s, _ in per_epoch(trial, "val_loss")] == list(range(start, end))  # reported per epoch
+        previous = trial.hyperparameters.values["tuner/trial_id"]
+        assert any(f"trial_{previous}" in str(path) for path in loaded)  # started from that trial's weights
+    assert [2] * (end - start) in PhasesSeen.runs  # a continuation fine-tunes only
+    assert [1, 2, 2] in PhasesSeen.runs or [1] in PhasesSeen.runs  # fresh trials start with phase 1
+
+
+def test_a_trial_the_search_stops_ends_after_that_epoch(tiny_data, tmp_path, monkeypatch, cnn_search):
+    from transferkit import tuning
+
+    asked = []
+
+    def stop_trial_1(self, trial_id, step, logs):
+        asked.append((trial_id, step))
+        return trial_id == "1" and step == 0
+
+    monkeypatch.setattr(tuning._Search, "below_median", stop_trial_1)
+    result = tune(tiny_data, tmp_path, max_trials=2, verbose=0, isolate_trials=False, **cnn_search)
+    trials = {t.trial_id: t for t in oracle_trials(result)}
+    assert [s for s, _ in per_epoch(trials["1"], "val_loss")] == [0]  # no more epochs after the stop
+    assert trials["1"].metrics.get_best_step("final_val_accuracy") == 1
+    assert trials["1"].score == pytest.approx(per_epoch(trials["1"], "val_accuracy")[0][1])
+    assert [s for s, _ in per_epoch(trials["0"], "val_loss")] == [0, 1, 2]
+    assert ("0", 2) in asked and ("1", 1) not in asked
+
+
+def test_the_median_stopping_rule():
+    from types import SimpleNamespace
+
+    from transferkit.tuning import _Search, final_objective
+
+    def finished(trial_id, values, status="COMPLETED"):
+        history = [SimpleNamespace(step=s, mean=lambda v=v: v) for s, v in enumerate(values)]
+        metrics = SimpleNamespace(exists=lambda name: name == "val_accuracy", get_history=lambda name: history)
+        return SimpleNamespace(trial_id=trial_id, status=status, metrics=metrics)
+
+    search = _Search()
+    search.oracle = SimpleNamespace(objective=final_objective("val_accuracy"), trials={
+        "0": finished("0", [0.6, 0.8]), "1": finished("1", [0.7, 0.9]), "2": finished("2", [0.5, 0.7]),
+        "3": finished("3", [0.1, 0.1], status="RUNNING")})
+    assert not search.below_median("4", 0, {"val_accuracy": 0.1})  # the rule is off by default
+    search.stop_below_median_after = 1
+    assert not search.below_median("4", 0, {"val_accuracy": 0.1})  # too early
+    assert search.below_median("4", 1, {"val_accuracy": 0.75})  # median of 0.8, 0.9, 0.7 (running ignored)
+    assert not search.below_median("4", 1, {"val_accuracy": 0.8})
+    search.min_trials_for_median = 4
+    assert not search.below_median("4", 1, {"val_accuracy": 0.1})  # not enough finished trials
+
+
+def test_a_changed_keras_tuner_gives_a_clear_error(monkeypatch):
+    from transferkit import trial_runner
+
+    owner = next(c for c in kt.Tuner.__mro__ if "_run_and_update_trial" in vars(c))
+    monkeypatch.delattr(owner, "_run_and_update_trial")
+    with pytest.raises(RuntimeError, match=r"keras-tuner .* has changed the internal API.*keras-tuner>=1.4,<1.5"):
+        trial_runner.trial_runner(kt.RandomSearch)
+
+
+def test_fit_without_rebuild_needs_a_built_model(tiny_data):
+    from conftest import tiny_trainer
+
+    with pytest.raises(RuntimeError, match="call build"):
+        tiny_trainer().fit(tiny_data, epochs=1, fine_tune_epochs=0, rebuild=False)

@@ -1,6 +1,8 @@
 """transferkit: a folder of labelled images and a pretrained backbone in, a trained classifier out.
 
->>> from transferkit import TwoPhaseTrainer, ImageFolder  # doctest: +SKIP
+>>> from transferkit import TwoPhaseTrainer, ImageFolder
+>>> TwoPhaseTrainer().unfreeze_from, TwoPhaseTrainer().get_config()["backbone"]
+('auto', 'mobilenet_v2')
 """
 
 import os as _os

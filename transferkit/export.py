@@ -124,8 +124,18 @@ def _interpreter_class():
 class TFLiteClassifier:
     """Run an exported ``.tflite`` classifier with its sidecar class names, like `Classifier`.
 
-    >>> TFLiteClassifier("model.tflite").predict_classes(["cat.jpg"])  # doctest: +SKIP
-    ['cats']
+    >>> import keras, numpy as np, tempfile, pathlib
+    >>> from transferkit import Classifier, ClassProbabilities
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> logits = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inputs))
+    >>> classifier = Classifier(keras.Model(inputs, ClassProbabilities(["cats", "dogs"], (8, 8))(logits)))
+    >>> path = export(classifier, pathlib.Path(tempfile.mkdtemp()) / "model.tflite", format="tflite")
+    >>> tflite = TFLiteClassifier(path)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    >>> bool(np.allclose(tflite.predict(images), classifier.predict(images), atol=1e-5))
+    True
+    >>> tflite.predict_classes(images) == classifier.predict_classes(images)
+    True
     """
 
     def __init__(self, path: os.PathLike | str, num_threads: int | None = None):

@@ -378,9 +378,8 @@ class TwoPhaseTrainer:
         progress = _Progress(self, checkpoint, checkpoint.load() if checkpoint is not None else None)
         index = self.unfreeze_index() if fine_tune_epochs else len(self.backbone_model.layers)
         phases = [p for p, n in ((1, epochs), (2, fine_tune_epochs)) if n and not progress.phase_done(p)]
-        cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
         start = time.perf_counter()
-        recipe = (_CachedRecipe if cached else _ExactRecipe)(self, data, index, phases, verbose)
+        recipe = self._recipe(data, index, phases, verbose)
         preparation = time.perf_counter() - start
         loop = _PhaseLoop(self, recipe, progress, keras.callbacks.CallbackList(
             list(callbacks or []), add_history=False, add_progbar=False), phases,
@@ -396,11 +395,16 @@ class TwoPhaseTrainer:
         finally:
             recipe.close()
         progress.restore_variables()  # a run that was already finished trains nothing
-        if cached:  # leave the full model compiled as the last phase left it, for model.evaluate()
-            self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
+        recipe.finish(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
         return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
                               phase_seconds=(loop.seconds[0] + preparation, loop.seconds[1]),
                               histories=tuple(loop.histories))
+
+    def _recipe(self, data, index: int, phases: list[int], verbose):
+        """How the phases run: on cached features (`_CachedRecipe`) when asked and the data can give
+        them (an `ImageFolder`), else the whole network on the images (`_ExactRecipe`)."""
+        cached = self.cache_features and index > 1 and hasattr(data, "dataset") and hasattr(data, "labels")
+        return (_CachedRecipe if cached else _ExactRecipe)(self, data, index, phases, verbose)
 
     def _fingerprint(self, data, epochs: int, fine_tune_epochs: int) -> dict:
         """What a checkpoint must match: the settings, the epochs, and the data's files and shape."""
@@ -480,6 +484,9 @@ class _ExactRecipe:
             return train, self.data.validation
         return self.data.train, self.data.validation
 
+    def finish(self, learning_rate: float) -> None:
+        pass  # the full model trained, compiled as the last phase left it
+
     def close(self) -> None:
         pass
 
@@ -514,6 +521,10 @@ class _CachedRecipe:
         mirror = trainer.mirror_features and trainer._augment is not None  # no augmentation asked: none here either
         train = self.features.phase_dataset("train", phase, trainer.random_views, mirror, start_pass=first_epoch)
         return train, self.features.phase_dataset("validation", phase)
+
+    def finish(self, learning_rate: float) -> None:
+        """Leave the full model compiled as the last phase left it, for ``model.evaluate()``."""
+        self.trainer.compile(learning_rate)
 
     def close(self) -> None:
         self.features.close()

@@ -2,14 +2,26 @@
 
 KerasTuner builds one model per trial and calls ``HyperModel.fit`` once; it cannot recompile between
 phases by itself (keras-team/keras-tuner#629). `TwoPhaseHyperModel.fit` runs both phases of the
-recipe inside that one call, so any KerasTuner tuner works with it:
+recipe inside that one call, so any KerasTuner tuner works with it (`tune` adds per-epoch reports,
+per-trial seeds and a process per trial):
 
->>> import keras_tuner as kt
->>> hypermodel = TwoPhaseHyperModel(["cats", "dogs"], (32, 32), weights=None,
-...                                 backbone_options={"alpha": 0.35}, epochs=1, fine_tune_epochs=1)
+>>> import keras_tuner as kt, pathlib
+>>> from PIL import Image
+>>> from transferkit import ImageFolder
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> for name, colour in [("cats", "red"), ("dogs", "blue")]:
+...     (root / name).mkdir()
+...     for i in range(8):
+...         Image.new("RGB", (40, 40), colour).save(root / name / f"{i}.png")
+>>> data = ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.75, 0.25), seed=0)
+>>> hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, weights=None,
+...                                 backbone_options={"alpha": 0.35}, epochs=1, fine_tune_epochs=1,
+...                                 unfreeze_points=["block_15", "block_16"], seed=0)
 >>> tuner = kt.RandomSearch(hypermodel, objective=final_objective("val_accuracy"), max_trials=2,
-...                         directory=tempfile.mkdtemp(), project_name="demo")  # doctest: +SKIP
->>> tuner.search(image_folder)  # doctest: +SKIP
+...                         directory=tempfile.mkdtemp(), project_name="demo", seed=0)
+>>> tuner.search(data, verbose=0)
+>>> sorted(trial.status for trial in tuner.oracle.trials.values())
+['COMPLETED', 'COMPLETED']
 
 A trial *is* a `TwoPhaseTrainer` run with the trial's settings (`TwoPhaseHyperModel.trainer_for`),
 seeded from the search's seed and the trial id, so the same search run twice gives the same scores.
