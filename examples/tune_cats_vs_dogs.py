@@ -3,8 +3,9 @@
     python examples/tune_cats_vs_dogs.py --max-trials 6 --epochs 2 --fine-tune-epochs 2
     python examples/tune_cats_vs_dogs.py ... --directory runs/tune   # run again to resume
 
-Each trial runs both phases of the recipe (KerasTuner alone cannot recompile between them) in its own
-process; the score is the validation accuracy at the end of fine-tuning. Data and weights are found as
+Each trial is a TwoPhaseTrainer run (both phases; KerasTuner alone cannot recompile between them) in
+its own process, on cached features that all trials share; the score is the validation accuracy at
+the end of fine-tuning. Data and weights are found as
 in examples/cats_vs_dogs.py (--data-dir/--weights, else ../shared, else downloaded).
 """
 
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
                    "(default: runs/tune_cats_vs_dogs)")
     p.add_argument("--overwrite", action="store_true", help="start the search over")
     p.add_argument("--seed", type=int, default=42, help="seed (default: 42)")
+    p.add_argument("--stop-below-median-after", type=int, default=None, metavar="EPOCH",
+                   help="stop trials below the finished trials' median after this epoch (default: off)")
+    p.add_argument("--exact", action="store_true", help="train every trial the exact way (no cached features)")
     args = p.parse_args(argv)
 
     data_dir, weights = resolve_sources(args)
@@ -45,7 +49,8 @@ def main(argv=None) -> int:
     print(data.report, "\n")
     result = tune(data, args.directory, project_name="search", tuner=args.tuner, max_trials=args.max_trials,
                   overwrite=args.overwrite, output=Path(args.directory) / "results", weights=weights,
-                  epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, seed=args.seed)
+                  epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, seed=args.seed,
+                  stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact)
     print("\nTrials (best first; score = validation accuracy at the end of fine-tuning)")
     print(result.table())
     print(f"\nBest: {result.best_score:.4f} with {result.best_hyperparameters}")

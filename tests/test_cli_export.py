@@ -35,7 +35,7 @@ def test_train_command_writes_a_complete_run(tmp_path, capsys):
     assert metrics["split"] == "test" and metrics["evaluation"]["count"] == 4
     assert metrics["trainer"]["backbone_options"] == {"alpha": 0.35}
     assert load_model(out / "model.keras").class_names == ["cats", "dogs"]
-    assert main(argv) == 2  # a second run refuses to overwrite the first
+    assert main(argv) == 1  # a second run refuses to overwrite the first
     assert "--overwrite" in capsys.readouterr().err
 
 
@@ -57,7 +57,7 @@ def test_evaluate_uses_the_split_the_model_was_trained_with(tmp_path, capsys):
     assert summary["count"] == 6
     assert sorted(Path(t["file"]).relative_to(root).as_posix() for t in summary["top_losses"]) == sorted(recorded)
     (root / recorded[0]).unlink()
-    assert main(["evaluate", str(out / "model.keras"), str(root), "--split", "test"]) == 2
+    assert main(["evaluate", str(out / "model.keras"), str(root), "--split", "test"]) == 1
     assert "no longer match" in capsys.readouterr().err
 
 
@@ -110,8 +110,40 @@ def test_every_command_explains_its_options(command):
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
-    assert main(["predict", str(tmp_path / "none.keras"), str(tmp_path)]) == 2
-    assert "Model file not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "none.keras"), str(tmp_path)]) == 1  # a failure
+    err = capsys.readouterr().err
+    assert "Model file not found" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["predict", str(tmp_path / "none.keras"), str(tmp_path), "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "Model file not found" in err.strip().splitlines()[-1]
+
+
+def test_usage_errors_exit_2_and_help_loads_no_tensorflow(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    assert main(["tune", str(tmp_path), "--backbone", "nope"]) == 2  # found before looking at any image
+    assert "--backbone 'nope' is not registered; choose one of: " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train"])  # argparse: DATA_DIR missing
+    assert exit_.value.code == 2
+    probe = ("import sys; from transferkit.cli import _parser; import transferkit\n"
+             "try:\n    _parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stdout + shown.stderr
+    version = subprocess.run([sys.executable, "-m", "transferkit.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("transferkit ")
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose():
+    import subprocess
+    import sys
+
+    quiet = subprocess.run([sys.executable, "-m", "transferkit.cli", "backbones"], capture_output=True, text=True,
+                           timeout=120, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert quiet.returncode == 0 and "mobilenet_v2" in quiet.stdout
+    assert "oneDNN" not in quiet.stderr and "absl" not in quiet.stderr, quiet.stderr
 
 
 def test_export_keras_and_savedmodel(saved_model, tiny_data, tmp_path):

@@ -11,7 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "UsageError"]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transferkit")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 _HELP = argparse.ArgumentDefaultsHelpFormatter
 
@@ -74,7 +83,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferkit", description="Two-phase transfer learning for image classifiers.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"transferkit {_version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    common.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class Commands:  # every command gets --verbose and --debug
+        @staticmethod
+        def add_parser(name, **kwargs):
+            return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    commands = Commands()
 
     p = commands.add_parser("train", formatter_class=_HELP, help="train a classifier on a folder of class folders",
                             description="Train with the two-phase recipe; writes model.keras, metrics.json and pictures.")
@@ -168,31 +188,50 @@ def load_data(args):
     return data
 
 
-def _check_train_args(args):
-    """Everything that can be wrong with the options, found before any image is decoded."""
-    from transferkit import ClassifierHead, TwoPhaseTrainer, get_backbone_spec, list_backbones
-    from transferkit.data import _validate_fractions
+def _check_epochs_and_backbone(args) -> None:
+    """The options ``train`` and ``tune`` share, checked before anything is decoded."""
+    from transferkit import get_backbone_spec, list_backbones
 
     for name in ("epochs", "fine_tune_epochs"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 or more epochs.")
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 or more epochs.")
     if args.epochs + args.fine_tune_epochs == 0:
-        raise ValueError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
-    if args.image_size < 32:
-        raise ValueError(f"--image-size {args.image_size}: give at least 32 pixels.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: give at least 1.")
-    if args.views < 1:
-        raise ValueError(f"--views {args.views}: give at least 1 augmented view per image.")
-    if not (Path(args.data_dir) / "train").is_dir():
-        _validate_fractions(args.split)
+        raise UsageError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
     try:
         get_backbone_spec(args.backbone)
     except KeyError:
-        raise ValueError(f"--backbone {args.backbone!r} is not registered; choose one of: "
+        raise UsageError(f"--backbone {args.backbone!r} is not registered; choose one of: "
                          f"{', '.join(list_backbones())}.") from None
-    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
-        raise FileNotFoundError(f"--weights {args.weights}: no such file; give a weights file, 'imagenet' or 'none'.")
+    weights = args.weights
+    if isinstance(weights, str) and weights.lower() not in ("none", "imagenet") and not Path(weights).is_file():
+        raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")
+
+
+def _check_train_args(args):
+    """Everything that can be wrong with the options, found before any image is decoded."""
+    from transferkit.data import _validate_fractions
+
+    _check_epochs_and_backbone(args)
+    if args.image_size < 32:
+        raise UsageError(f"--image-size {args.image_size}: give at least 32 pixels.")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
+    if args.views < 1:
+        raise UsageError(f"--views {args.views}: give at least 1 augmented view per image.")
+    if not (Path(args.data_dir) / "train").is_dir():
+        try:
+            _validate_fractions(args.split)
+        except ValueError as exc:
+            raise UsageError(f"--split: {exc}") from None
+    try:
+        return _trainer_from_args(args)
+    except (ValueError, TypeError) as exc:  # a preset, unfreeze point, learning rate... that cannot work
+        raise UsageError(str(exc)) from None
+
+
+def _trainer_from_args(args):
+    from transferkit import ClassifierHead, TwoPhaseTrainer
+
     trainer = TwoPhaseTrainer(
         backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),
         head=ClassifierHead(dropout=args.dropout, hidden_units=args.hidden_units),
@@ -366,7 +405,7 @@ def cmd_export(args) -> int:
     representative = None
     if args.quantize == "int8":
         if not args.data_dir:
-            raise ValueError("--quantize int8 needs --data-dir: training images to calibrate the quantization.")
+            raise UsageError("--quantize int8 needs --data-dir: training images to calibrate the quantization.")
         data = ImageFolder(args.data_dir, image_size=classifier.image_size)
         train = data.images("train")
         picks = np.random.default_rng(0).permutation(len(train))[: args.calibration_images]
@@ -395,6 +434,9 @@ def cmd_backbones(args) -> int:
 def cmd_tune(args) -> int:
     from transferkit.tuning import tune
 
+    _check_epochs_and_backbone(args)
+    if args.max_trials < 1:
+        raise UsageError(f"--max-trials {args.max_trials}: give at least 1.")
     data = load_data(args)
     output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
     result = tune(
@@ -418,19 +460,50 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "backbones": cmd_backbones, "tune": cmd_tune}
 
 
+class UsageError(ValueError):
+    """An option or argument that cannot work; the command exits with 2, as for argparse's errors."""
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null: its C++ start-up lines (the
+    oneDNN banner, twice) are written there before any log level applies."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv=None) -> int:
+    """Run one command; exit status 0 on success, 2 for a usage error, 1 for a failure (a one-line
+    message on stderr; ``--debug`` adds the traceback)."""
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xNN
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "2")
+    if not args.verbose:
+        _import_tensorflow_quietly()
     command = COMMANDS[args.command]
     try:
         return command(args)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"transferkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line (and the traceback with --debug)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"transferkit {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, UsageError) else 1
 
 
 if __name__ == "__main__":

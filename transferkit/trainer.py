@@ -74,7 +74,8 @@ class TrainingResult:
         moved = {"evaluate": "transferkit.evaluate.evaluate(result.classifier, data, split)",
                  "plot": "transferkit.plots.plot_history(result.history, result.phase_boundary, path)"}
         if name in moved:
-            raise AttributeError(f"TrainingResult.{name} is gone (training knows nothing of reports): use {moved[name]}.")
+            raise AttributeError(f"TrainingResult.{name} is gone (training knows nothing of reports): "
+                                 f"use {moved[name]}.")
         raise AttributeError(f"'TrainingResult' object has no attribute {name!r}")
 
 
@@ -390,7 +391,8 @@ class TwoPhaseTrainer:
             boundary = progress.boundary(epochs)
             if fine_tune_epochs:
                 self.unfreeze_top()
-                log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index, self.backbone_model.layers[index].name)
+                log.info("Fine-tuning %s from layer %d (%s)", self.backbone, index,
+                         self.backbone_model.layers[index].name)
                 loop.run(2, boundary, boundary + fine_tune_epochs, self.learning_rate * self.fine_tune_lr_factor)
         finally:
             recipe.close()

@@ -46,7 +46,6 @@ it is split in the same proportion: ``round(E * epochs / (epochs + fine_tune_epo
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import os
