@@ -1,4 +1,4 @@
-"""The ``transferkit`` command: train, evaluate, predict, export, backbones (and tune).
+"""The ``transferkit`` command: train, evaluate, predict, export, backbones, tune and audit.
 
 A thin layer over the library: it parses options, calls the library, and prints.
 """
@@ -59,6 +59,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and initialisation")
     p.add_argument("--cache-dir", default=None,
                    help="keep decoded images (and frozen features) here, reused by later runs on the same files")
+    p.add_argument("--exclude", default=None, metavar="FILE",
+                   help="leave out the files an audit.json flags, or those a text file lists (one path a line, "
+                        "relative to DATA_DIR); the run records them")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -146,6 +149,26 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
                         description="Registered backbones, with default image size and unfreeze blocks.")
 
+    p = commands.add_parser("audit", formatter_class=_HELP, help="find label errors, duplicates and outliers",
+                            description="Audit a folder before training on it: suspected label errors (out-of-fold "
+                                        "predictions ranked by cleanlab), near-duplicates within and across splits, "
+                                        "outliers, class balance and image sizes. Writes audit.json and thumbnail "
+                                        "pages; nothing is moved or deleted (train --exclude audit.json leaves the "
+                                        "flagged files out).")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or train/ and validation/ of class folders")
+    p.add_argument("--output", default="runs/audit", help="folder for audit.json and the thumbnail pages")
+    p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone (see: transferkit backbones)")
+    p.add_argument("--weights", type=_weights, default="imagenet",
+                   help="'imagenet' (Keras cache/download), 'none', or a weights file path")
+    p.add_argument("--backbone-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="backbone constructor option, repeatable (e.g. alpha=0.35)")
+    p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
+    p.add_argument("--duplicate-threshold", type=float, default=0.95,
+                   help="cosine similarity of the features from which two images count as near-duplicates")
+    p.add_argument("--outliers", type=int, default=20, help="how many of the least typical images to list")
+    p.add_argument("--json", action="store_true", help="print audit.json to stdout instead of the summary")
+    add_data_options(p)
+
     p = commands.add_parser("tune", formatter_class=_HELP, help="search head, learning rate and unfreeze point",
                             description="KerasTuner search over the two-phase recipe; prints the trials, saves the "
                                         "best model and a picture of score against the hyperparameters. Run it "
@@ -182,8 +205,13 @@ def load_data(args):
     """The `ImageFolder` that ``add_data_options`` describes, its report printed."""
     from transferkit import ImageFolder
 
+    exclude = None
+    if args.exclude:
+        from transferkit.audit import read_exclusions
+
+        exclude = read_exclusions(args.exclude)
     data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
-                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1)
+                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
     print(data.report, "\n")
     return data
 
@@ -431,6 +459,42 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from transferkit.audit import audit
+
+    if args.folds < 2:
+        raise UsageError(f"--folds {args.folds}: give at least 2.")
+    if not 0 < args.duplicate_threshold <= 1:
+        raise UsageError(f"--duplicate-threshold {args.duplicate_threshold}: give a similarity in (0, 1].")
+    args.epochs, args.fine_tune_epochs = 1, 0  # what the shared check needs
+    _check_epochs_and_backbone(args)
+    from transferkit import TwoPhaseTrainer
+
+    trainer = TwoPhaseTrainer(backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),
+                              seed=args.seed)
+    data = load_data(args) if not args.json else _quiet_data(args)
+    report = audit(data, trainer, folds=args.folds, duplicate_threshold=args.duplicate_threshold,
+                   outliers=args.outliers, seed=args.seed)
+    files = report.save(args.output, data)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+        print(f"\nWrote ({report.seconds:.0f} s):")
+        for f in files:
+            print(f"  {f}")
+    return 0
+
+
+def _quiet_data(args):
+    """`load_data` without printing (``--json`` keeps stdout for the JSON)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return load_data(args)
+
+
 def cmd_tune(args) -> int:
     from transferkit.tuning import tune
 
@@ -457,7 +521,7 @@ def cmd_tune(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "backbones": cmd_backbones, "tune": cmd_tune}
+            "backbones": cmd_backbones, "tune": cmd_tune, "audit": cmd_audit}
 
 
 class UsageError(ValueError):

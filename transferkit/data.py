@@ -52,6 +52,7 @@ class DatasetReport:
     counts: dict[str, dict[str, int]]
     skipped: list[SkippedFile] = field(default_factory=list)
     left_out: list[Path] = field(default_factory=list)
+    excluded: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
         splits = [s for s in SPLITS if s in self.counts]
@@ -66,6 +67,8 @@ class DatasetReport:
         if self.left_out:
             lines.append(f"left out: {len(self.left_out)} file(s) not in the given split, e.g. "
                          f"{display_path(self.left_out[0])}")
+        if self.excluded:
+            lines.append(f"excluded as asked: {len(self.excluded)} file(s), e.g. {display_path(self.excluded[0])}")
         return "\n".join(lines)
 
 
@@ -245,7 +248,9 @@ class ImageFolder:
     themselves, ``{"train": [...], "validation": [...], "test": [...]}`` of paths relative to
     ``directory`` (``split_record()["files"]``, which a trained model carries): exactly those
     files are used, a listed file that is missing is an error, and files not listed are left out
-    (counted in ``report.left_out``). File and folder names starting with ``.`` are ignored.
+    (counted in ``report.left_out``). ``exclude`` names files to leave out (paths relative to
+    ``directory`` or absolute; `AuditReport.flagged` gives such a list), counted in
+    ``report.excluded``. File and folder names starting with ``.`` are ignored.
 
     Every file is decoded once, up front: files that cannot be used (empty, corrupt, truncated,
     not an image) are skipped and listed in ``report`` (or raise, with ``on_bad_file="raise"``);
@@ -273,6 +278,7 @@ class ImageFolder:
         cache_dir: os.PathLike | str | None = None,
         verbose: int = 0,
         num_workers: int | None = None,
+        exclude=None,
     ):
         if on_bad_file not in ("skip", "raise"):
             raise ValueError(f"on_bad_file={on_bad_file!r}: use 'skip' or 'raise'.")
@@ -300,6 +306,9 @@ class ImageFolder:
         left_out = []
         if given is not None:
             paths, labels, origin, left_out = self._listed_files(given, paths, labels)
+        excluded = []
+        if exclude is not None:
+            paths, labels, origin, excluded = self._without(exclude, paths, labels, origin)
         self._paths = paths
         self._labels = np.asarray(labels, dtype=np.int32)
         self._images, skipped = self._decode_all(on_bad_file, verbose, num_workers)
@@ -335,7 +344,7 @@ class ImageFolder:
             name: {c: int(np.sum(self._labels[idx] == i)) for i, c in enumerate(self.class_names)}
             for name, idx in self._indices.items()
         }
-        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out)
+        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out, excluded)
         log.info("%s", self.report)
 
         self._make_datasets()
@@ -365,6 +374,25 @@ class ImageFolder:
             log.warning("%d file(s) in %s are not in the given split and are left out, e.g. %s",
                         len(left_out), display_path(self.root), display_path(left_out[0]))
         return ([paths[i] for _, i in order], [labels[i] for _, i in order], [n for n, _ in order], left_out)
+
+    def _without(self, exclude, paths, labels, origin):
+        """Leave out the files ``exclude`` names (relative to the folder, or absolute); a name that is
+        not one of its image files is an error (an exclusion list made for another folder, say)."""
+        if isinstance(exclude, (str, os.PathLike)):
+            exclude = [exclude]
+        wanted = {}
+        for item in exclude:
+            path = Path(item)
+            wanted[(path if path.is_absolute() else self.root / path).resolve()] = item
+        found = {p.resolve(): i for i, p in enumerate(paths)}
+        missing = [wanted[p] for p in wanted if p not in found]
+        if missing:
+            raise ValueError(f"{len(missing)} file(s) to exclude are not images of {display_path(self.root)} "
+                             f"(e.g. {display_path(missing[0])}): was the list made for another folder?")
+        drop = {found[p] for p in wanted}
+        keep = [i for i in range(len(paths)) if i not in drop]
+        return ([paths[i] for i in keep], [labels[i] for i in keep], [origin[i] for i in keep],
+                [paths[i] for i in sorted(drop)])
 
     def split_record(self) -> dict:
         """How this data was split, JSON-friendly: enough to rebuild exactly the same split later

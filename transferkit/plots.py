@@ -23,6 +23,7 @@ __all__ = [
     "plot_gradcam",
     "gradcam",
     "plot_tuning",
+    "plot_gallery",
 ]
 
 
@@ -124,6 +125,20 @@ def plot_predictions(classifier, images: np.ndarray, path: os.PathLike | str, la
             title += f"\ntrue {classifier.class_names[int(labels[i])]}"
         ax.set_title(title, color=colour, fontsize=9)
     fig.suptitle("Sample predictions")
+    return _save(fig, path)
+
+
+def plot_gallery(images, captions: list[str], path: os.PathLike | str, title: str, columns: int = 6) -> Path:
+    """Thumbnails with a caption each (an audit's lists); an empty list gives a page that says so."""
+    if not len(images):
+        fig = Figure(figsize=(6, 1))
+        fig.text(0.5, 0.5, f"{title}: none found", ha="center", va="center")
+        return _save(fig, path)
+    fig, axes = _grid(len(images), columns)
+    for ax, image, caption in zip(axes, images, captions):
+        ax.imshow(np.asarray(image).astype(np.uint8))
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title)
     return _save(fig, path)
 
 

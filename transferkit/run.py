@@ -58,7 +58,8 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
         "phase_seconds": list(result.phase_seconds),
         "history": result.history,
         "trainer": trainer.get_config(),
-        "data": {"root": str(data.root), "counts": data.report.counts, "skipped": len(data.report.skipped)},
+        "data": {"root": str(data.root), "counts": data.report.counts, "skipped": len(data.report.skipped),
+                 "excluded": [os.path.relpath(f, data.root) for f in getattr(data.report, "excluded", [])]},
         "files": [str(f) for f in files] + [str(output / "metrics.json")],
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
