@@ -94,13 +94,33 @@ def test_predict_command_table_json_and_bad_files(saved_model, tiny_data, tmp_pa
     assert rows[0]["probabilities"]["dogs"] == pytest.approx(float(expected[1]), abs=1e-6)
 
 
+def test_predict_prints_each_batch_as_it_goes(saved_model, tiny_data, capsys, monkeypatch):
+    from transferkit.model import Classifier
+
+    printed_before_each_batch, lines = [], []
+    real = Classifier.predict
+
+    def predict(self, *args, **kwargs):
+        lines.extend(capsys.readouterr().out.splitlines())
+        printed_before_each_batch.append(len(lines))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", predict)
+    assert main(["predict", str(saved_model), str(tiny_data.root / "cats"), "--json", "--batch-size", "4"]) == 0
+    lines.extend(capsys.readouterr().out.splitlines())
+    assert printed_before_each_batch == [0, 4, 8, 12] and len(lines) == 16
+
+
 def test_backbones_command(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v2" in out and "efficientnet_b0" in out and "224x224" in out
+    assert main(["backbones", "--json"]) == 0
+    listed = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
+    assert listed["mobilenet_v2"]["default_unfreeze"] == "block_13" and listed["mobilenet_v2"]["preprocessing"]
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "backbones", "tune"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "backbones", "tune", "audit"])
 def test_every_command_explains_its_options(command):
     out = subprocess.run([sys.executable, "-m", "transferkit.cli", command, "--help"],
                          capture_output=True, text=True, check=True).stdout

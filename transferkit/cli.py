@@ -146,8 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="output path (default: next to MODEL, by format)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
-    commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
-                        description="Registered backbones, with default image size and unfreeze blocks.")
+    p = commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
+                            description="Registered backbones, with default image size and unfreeze blocks.")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
     p = commands.add_parser("audit", formatter_class=_HELP, help="find label errors, duplicates and outliers",
                             description="Audit a folder before training on it: suspected label errors (out-of-fold "
@@ -379,6 +380,7 @@ def _load_any(path: str):
 
 
 def cmd_predict(args) -> int:
+    """Print each batch's results as soon as it is classified (``--json``: one object a line)."""
     import numpy as np
 
     from transferkit.images import ImageReadError, read_image
@@ -387,7 +389,19 @@ def cmd_predict(args) -> int:
     files = _collect_images(args.inputs)
     if not files:
         raise FileNotFoundError(f"No image files in {', '.join(args.inputs)}.")
-    rows, failures = [], 0
+    width = max(len(str(f)) for f in files)
+
+    def show(row):
+        if args.json:
+            print(json.dumps(row), flush=True)
+        elif "error" in row:
+            print(f"{row['file']:<{width}}  error: {row['error']}", flush=True)
+        else:
+            print(f"{row['file']:<{width}}  {row['class']:<12}  {row['probability']:.4f}", flush=True)
+
+    if not args.json:
+        print(f"{'file':<{width}}  {'class':<12}  probability")
+    failures = 0
     for start in range(0, len(files), args.batch_size):
         chunk, images = [], []
         for path in files[start : start + args.batch_size]:
@@ -395,26 +409,14 @@ def cmd_predict(args) -> int:
                 images.append(read_image(path, classifier.image_size))
                 chunk.append(path)
             except ImageReadError as exc:
-                rows.append({"file": str(path), "error": exc.reason})
+                show({"file": str(path), "error": exc.reason})
                 failures += 1
         if images:
             probabilities = classifier.predict(np.stack(images), tta=args.tta)
             for path, probs in zip(chunk, probabilities):
                 best = int(np.argmax(probs))
-                rows.append({"file": str(path), "class": classifier.class_names[best],
-                             "probability": float(probs[best]),
-                             "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        width = max(len(r["file"]) for r in rows)
-        print(f"{'file':<{width}}  {'class':<12}  probability")
-        for row in rows:
-            if "error" in row:
-                print(f"{row['file']:<{width}}  error: {row['error']}")
-            else:
-                print(f"{row['file']:<{width}}  {row['class']:<12}  {row['probability']:.4f}")
+                show({"file": str(path), "class": classifier.class_names[best], "probability": float(probs[best]),
+                      "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
     return 1 if failures else 0
 
 
@@ -449,6 +451,12 @@ def cmd_backbones(args) -> int:
     from transferkit import get_backbone_spec, list_backbones
 
     names = list_backbones()
+    if args.json:
+        specs = [get_backbone_spec(name) for name in names]
+        print(json.dumps([{"name": name, "default_image_size": list(spec.default_image_size),
+                           "default_unfreeze": spec.default_unfreeze, "preprocessing": spec.preprocessing,
+                           "description": spec.description} for name, spec in zip(names, specs)], indent=2))
+        return 0
     width = max(len(n) for n in names)
     print(f"{'name':<{width}}  size     unfreeze  preprocessing  description")
     for name in names:

@@ -383,8 +383,8 @@ class ImageFolder:
         wanted = {}
         for item in exclude:
             path = Path(item)
-            wanted[(path if path.is_absolute() else self.root / path).resolve()] = item
-        found = {p.resolve(): i for i, p in enumerate(paths)}
+            wanted[Path(os.path.abspath(path if path.is_absolute() else self.root / path))] = item
+        found = {Path(os.path.abspath(p)): i for i, p in enumerate(paths)}
         missing = [wanted[p] for p in wanted if p not in found]
         if missing:
             raise ValueError(f"{len(missing)} file(s) to exclude are not images of {display_path(self.root)} "
