@@ -140,7 +140,10 @@ def test_audit_command_and_train_exclude(planted, tmp_path, capsys):
     assert printed["flagged"] == ["train/dogs/flipped.png", "validation/cats/copy_of_cats_03.png"]
     assert main(["train", str(planted), "--output", str(tmp_path / "run"), "--backbone", "test_cnn", "--weights",
                  "none", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--fine-tune-epochs", "0",
-                 "--exclude", str(out / "audit.json")]) == 0
+                 "--exclude", str(out / "audit.json"), "--json", "--log-dir", str(tmp_path / "logs")]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # --json: the metrics, one line
+    assert last["data"]["excluded"] and "evaluation" in last
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))  # --log-dir: TensorBoard's files
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert sorted(metrics["data"]["excluded"]) == ["train/dogs/flipped.png", "validation/cats/copy_of_cats_03.png"]
     (tmp_path / "other.txt").write_text("train/cats/nope.png\n")

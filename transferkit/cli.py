@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output after its last finished epoch (a checkpoint is written "
                         "after every epoch into OUTPUT/checkpoint)")
+    p.add_argument("--log-dir", default=None, help="also write TensorBoard logs here (both phases as one run)")
+    p.add_argument("--json", action="store_true", help="end with the run's metrics as one JSON line "
+                                                       "instead of the summary")
     add_data_options(p)
     add_model_options(p)
 
@@ -293,11 +296,19 @@ def cmd_train(args) -> int:
     if args.resume and (checkpoint / "checkpoint.json").exists():
         print(f"Resuming the run in {output} from its last finished epoch.")
     data = load_data(args)
+    callbacks = [PhaseSummary()]
+    if args.log_dir:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=args.log_dir))
     result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                         callbacks=[PhaseSummary()], checkpoint_dir=checkpoint)
+                         callbacks=callbacks, checkpoint_dir=checkpoint)
     split = "test" if data.test is not None else "validation"
     metrics = save_run(trainer, result, data, output, split=split, overwrite=args.overwrite or args.resume)
-    _print_summary(metrics)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, default=str))
+    else:
+        _print_summary(metrics)
     return 0
 
 
