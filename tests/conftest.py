@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-collect_ignore = ["distributed_search.py", "cli_with_test_cnn.py", "cache_writer.py"]  # a script the distributed tuning test runs, not a module
+collect_ignore = ["distributed_search.py", "cli_with_test_cnn.py", "cache_writer.py", "slow_trial.py"]  # a script the distributed tuning test runs, not a module
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -353,6 +353,24 @@ def test_a_changed_keras_tuner_gives_a_clear_error(monkeypatch):
         trial_runner.trial_runner(kt.RandomSearch)
 
 
+def test_an_interrupted_search_does_not_wait_for_its_trial_process():
+    import time
+
+    from slow_trial import SlowTrial
+    from transferkit.trial_runner import _run_in_new_process
+
+    def interrupt(step, logs):
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _run_in_new_process(SlowTrial(), interrupt)
+    assert time.perf_counter() - start < 60  # the child, asleep for 300 s, was killed, not waited for
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name == "trial-slow"]
+
+
 def test_fit_without_rebuild_needs_a_built_model(tiny_data):
     from conftest import tiny_trainer
 

@@ -129,6 +129,7 @@ def _run_in_new_process(trial: _Trial, report) -> dict:
     process = context.Process(target=_child, args=(trial, child), name=f"trial-{trial.trial_id}")
     process.start()
     child.close()
+    finished = False
     try:
         while True:
             try:
@@ -140,13 +141,15 @@ def _run_in_new_process(trial: _Trial, report) -> dict:
             if message[0] == "epoch":
                 parent.send(bool(report(message[1], message[2])))
             elif message[0] == "done":
+                finished = True
                 return message[1]
             else:
                 raise RuntimeError(f"Trial {trial.trial_id} failed in its process:\n{message[1]}")
-    finally:
-        process.join(timeout=60)
+    finally:  # a finished child exits by itself; an interrupted search does not wait for its trial
+        process.join(timeout=60 if finished else 0)
         if process.is_alive():
             process.kill()
+            process.join()
         parent.close()
 
 
