@@ -28,6 +28,7 @@ def test_train_command_writes_a_complete_run(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Phase 1" in printed and "Phase 2" in printed and "test accuracy" in printed
+    assert "Training on CPU" in printed or "Training on GPU" in printed
     for name in ("model.keras", "metrics.json", "training_curves.png", "confusion_matrix.png", "top_losses.png",
                  "predictions.png", "gradcam.png"):
         assert (out / name).stat().st_size > 0, name

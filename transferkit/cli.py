@@ -295,6 +295,7 @@ def cmd_train(args) -> int:
         shutil.rmtree(checkpoint)  # asked for with --overwrite
     if args.resume and (checkpoint / "checkpoint.json").exists():
         print(f"Resuming the run in {output} from its last finished epoch.")
+    print(_device_line())
     data = load_data(args)
     callbacks = [PhaseSummary()]
     if args.log_dir:
@@ -310,6 +311,16 @@ def cmd_train(args) -> int:
     else:
         _print_summary(metrics)
     return 0
+
+
+def _device_line() -> str:
+    """Which device Keras will train on."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"Training on GPU: {', '.join(g.name for g in gpus)}"
+    return "Training on CPU (TensorFlow sees no GPU)"
 
 
 def _print_summary(metrics: dict) -> None:
