@@ -5,7 +5,7 @@ flag in the untouched shared set, and does leaving the flagged training files ou
     python benchmarks/audit.py --accuracy-seeds 42 1 2   # also: the default recipe with and without them
 
 1. A copy (symbolic links) of ../shared/data/cats_vs_dogs with ``--flip`` of the training files
-   (seeded) filed under the other class: precision and recall of those files among the suspected
+   (seeded, one copy per ``--plant-seeds``) filed under the other class: precision and recall of those files among the suspected
    label errors.
 2. The same copy with ``--duplicates`` training images planted into validation as near-duplicates:
    re-encoded as JPEG (quality 70), resized to 80%, 5% cropped from each side. Found: planted pairs
@@ -95,32 +95,36 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=192)
     p.add_argument("--flip", type=float, default=0.02, help="fraction of training files filed under the other class")
     p.add_argument("--duplicates", type=int, default=20, help="training images planted into validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plant-seeds", type=int, nargs="+", default=[0], help="one planted copy per seed")
     p.add_argument("--output", default="benchmarks/results/audit", help="audit.json and pages of the untouched set")
     p.add_argument("--accuracy-seeds", type=int, nargs="*", default=[])
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="transferkit-audit-bench-"))
     results = {}
     try:
-        planted_root = linked_copy(Path(args.data_dir), work / "planted")
-        flipped = plant_flips(planted_root, args.flip, args.seed)
-        duplicates = plant_duplicates(planted_root, args.duplicates, args.seed)
-        _, report, seconds = run_audit(planted_root, args.weights, args.image_size)
-        found = {issue["file"] for issue in report.label_issues}
-        hits = found & flipped
-        pairs = {(d["file_a"], d["file_b"]) for d in report.leaks}
-        planted_found = [copy for copy, original in duplicates.items() if (original, copy) in pairs]
-        results["planted"] = {
-            "images": sum(sum(c.values()) for c in report.counts.values()), "seconds": round(seconds, 1),
-            "flipped": len(flipped), "flagged_label_issues": len(found), "true_flags": len(hits),
-            "recall": round(len(hits) / len(flipped), 3), "precision": round(len(hits) / max(1, len(found)), 3),
-            "planted_duplicates": len(duplicates), "planted_duplicates_found": len(planted_found),
-            "cross_split_pairs_reported": len(report.leaks),
-            "lowest_similarity_of_a_found_copy": min((d["similarity"] for d in report.leaks
-                                                      if d["file_b"] in planted_found), default=None),
-            "missed_duplicates": sorted(set(duplicates) - set(planted_found)),
-        }
-        print(json.dumps(results["planted"], indent=2), flush=True)
+        for seed in args.plant_seeds:
+            planted_root = linked_copy(Path(args.data_dir), work / f"planted-{seed}")
+            flipped = plant_flips(planted_root, args.flip, seed)
+            duplicates = plant_duplicates(planted_root, args.duplicates, seed)
+            _, report, seconds = run_audit(planted_root, args.weights, args.image_size)
+            found = {issue["file"] for issue in report.label_issues}
+            hits = found & flipped
+            pairs = {(d["file_a"], d["file_b"]) for d in report.leaks}
+            planted_found = [copy for copy, original in duplicates.items() if (original, copy) in pairs]
+            row = {
+                "seed": seed, "images": sum(sum(c.values()) for c in report.counts.values()),
+                "seconds": round(seconds, 1), "flipped": len(flipped), "flagged_label_issues": len(found),
+                "true_flags": len(hits), "recall": round(len(hits) / len(flipped), 3),
+                "precision": round(len(hits) / max(1, len(found)), 3),
+                "planted_duplicates": len(duplicates), "planted_duplicates_found": len(planted_found),
+                "cross_split_pairs_reported": len(report.leaks),
+                "lowest_similarity_of_a_found_copy": min((d["similarity"] for d in report.leaks
+                                                          if d["file_b"] in planted_found), default=None),
+                "missed_duplicates": sorted(set(duplicates) - set(planted_found)),
+                "other_pairs": [d for d in report.duplicates if d["file_b"] not in duplicates],
+            }
+            results.setdefault("planted", []).append(row)
+            print(json.dumps(row, indent=2), flush=True)
 
         data, clean, seconds = run_audit(Path(args.data_dir), args.weights, args.image_size)
         clean.save(args.output, data)

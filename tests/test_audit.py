@@ -35,6 +35,17 @@ def test_near_duplicates_are_the_pairs_above_the_threshold_block_by_block():
     assert np.sort(brute[np.triu_indices(300, 1)])[-4] < 0.95  # nothing else comes close
 
 
+def test_a_changed_copy_below_the_threshold_is_found_by_its_margin_over_the_next_best():
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(300, 64))
+    features[120] = features[7] + rng.normal(0, 0.6, 64)  # cropped and re-encoded: similarity about 0.85
+    unit = (features - features.mean(0)) / np.linalg.norm(features - features.mean(0), axis=1, keepdims=True)
+    assert 0.6 < unit[7] @ unit[120] < 0.95
+    assert [(i, j) for i, j, _ in near_duplicates(features, block=50)] == [(7, 120)]
+    assert near_duplicates(features, margin=None) == []  # the threshold alone misses it
+    assert near_duplicates(features[:2]) == []  # two images are each other's nearest; that proves nothing
+
+
 def test_flipped_labels_are_found_and_clean_labels_are_not():
     features, labels = clusters()
     assert len(label_issues(labels, out_of_fold_probabilities(features, labels))) <= 2  # clean: (almost) nothing

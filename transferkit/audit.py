@@ -9,8 +9,9 @@ on (no augmentation):
   regression on the standardised features) trained ``folds`` times on stratified folds, ranked by
   cleanlab's ``find_label_issues`` (`label_issues`);
 - **near-duplicates**: pairs of images whose mean-centred features have cosine similarity of at least
-  ``duplicate_threshold``, computed a block of rows at a time, so memory grows with the number of
-  images, not its square (`near_duplicates`);
+  ``duplicate_threshold``, or that are each other's nearest neighbour by a ``duplicate_margin`` over
+  the next-best, computed a block of rows at a time, so memory grows with the number of images, not
+  its square (`near_duplicates`);
 - **outliers**: cleanlab's ``OutOfDistribution`` score (from the distances to each image's nearest
   neighbours in feature space), the least typical first.
 
@@ -19,7 +20,7 @@ Nothing is moved or deleted: `AuditReport.flagged` lists the files a run can lea
 
 >>> import numpy as np
 >>> features = np.array([[1.0, 0.0], [0.0, 1.0], [0.99, 0.05], [-1.0, 0.2]])
->>> near_duplicates(features, threshold=0.98)
+>>> near_duplicates(features, threshold=0.98, margin=None)
 [(0, 2, 0.9986)]
 """
 
@@ -52,21 +53,43 @@ def _cleanlab():
     return cleanlab
 
 
-def near_duplicates(features: np.ndarray, threshold: float = 0.95, block: int = 1024) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, similarity)``, ``i < j``, whose rows have cosine similarity >= ``threshold``
-    once the mean row is subtracted (what all images share, a large part of post-ReLU features, would
-    make every pair look alike), most similar first. Computed ``block`` rows at a time against the rows
-    after them."""
+def near_duplicates(features: np.ndarray, threshold: float = 0.95, margin: float | None = 0.15,
+                    block: int = 1024) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, similarity)``, ``i < j``, of near-duplicates, most similar first.
+
+    Similarity is the cosine of the features once the mean row is subtracted (what all images share,
+    a large part of post-ReLU features, would make every pair look alike). A pair counts when its
+    similarity is at least ``threshold``, or when the two are each other's nearest neighbour and
+    their similarity exceeds each one's next-best by at least ``margin``: a re-encoded, resized or
+    cropped copy is far more like its original than like anything else, even where the change lowers
+    the similarity itself. Computed ``block`` rows at a time, so memory grows with the number of rows,
+    not with its square."""
     x = np.asarray(features, dtype=np.float32)
     x = x - x.mean(axis=0)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    pairs = []
-    for start in range(0, len(x), block):
-        rows = x[start : start + block]
-        similarity = rows @ x[start:].T
-        i, j = np.nonzero(similarity >= threshold)
-        pairs += [(start + int(a), start + int(b), round(float(similarity[a, b]), 4)) for a, b in zip(i, j) if b > a]
-    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+    n = len(x)
+    nearest, best, second = np.zeros(n, dtype=np.int64), np.full(n, -np.inf), np.full(n, -np.inf)
+    pairs = {}
+    for start in range(0, n, block):
+        similarity = x[start : start + block] @ x.T
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf  # not its own neighbour
+        for a, b in zip(*np.nonzero(similarity >= threshold)):
+            if start + a < b:
+                pairs[(start + int(a), int(b))] = float(similarity[a, b])
+        if n >= 3:
+            top = np.argpartition(-similarity, 1, axis=1)[:, :2]
+            values = np.take_along_axis(similarity, top, axis=1)
+            order = np.argsort(-values, axis=1)
+            nearest[start : start + len(rows)] = np.take_along_axis(top, order, axis=1)[:, 0]
+            best[start : start + len(rows)] = np.take_along_axis(values, order, axis=1)[:, 0]
+            second[start : start + len(rows)] = np.take_along_axis(values, order, axis=1)[:, 1]
+    if margin is not None and n >= 3:
+        for i in range(n):
+            j = int(nearest[i])
+            if i < j and nearest[j] == i and best[i] - max(second[i], second[j]) >= margin:
+                pairs[(i, j)] = float(best[i])
+    return sorted(((i, j, round(v, 4)) for (i, j), v in pairs.items()), key=lambda p: (-p[2], p[0], p[1]))
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -228,8 +251,8 @@ def _image_sizes(files: list[Path], input_size) -> dict:
             "smaller_than_input": int(np.sum((widths < input_size[1]) | (heights < input_size[0])))}
 
 
-def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95, outliers: int = 20,
-          seed: int = 0) -> AuditReport:
+def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95,
+          duplicate_margin: float | None = 0.15, outliers: int = 20, seed: int = 0) -> AuditReport:
     """Audit every image of ``data`` (an `ImageFolder`, all its splits) with ``trainer``'s backbone,
     weights, preprocessing and pooling (by default ``TwoPhaseTrainer()``: MobileNetV2, ImageNet
     weights). ``outliers``: how many of the least typical images to list."""
@@ -251,7 +274,7 @@ def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95,
                "score": q, "probability_of_given": round(float(probabilities[r, labels[r]]), 4)}
               for r, s, q in label_issues(labels, probabilities)]
     duplicates = []
-    for i, j, similarity in near_duplicates(features, duplicate_threshold):
+    for i, j, similarity in near_duplicates(features, duplicate_threshold, duplicate_margin):
         a, b = sorted((i, j), key=lambda r: (SPLIT_ORDER[where[r][0]], relative[r]))
         duplicates.append({"file_a": relative[a], "split_a": where[a][0], "file_b": relative[b],
                            "split_b": where[b][0], "similarity": similarity})
@@ -266,7 +289,8 @@ def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95,
         image_sizes=_image_sizes(files, data.image_size),
         skipped=[{"file": str(s.path), "reason": s.reason} for s in data.report.skipped],
         settings={"backbone": trainer.backbone, "weights": trainer.weights, "image_size": list(data.image_size),
-                  "folds": folds, "duplicate_threshold": duplicate_threshold, "seed": seed},
+                  "folds": folds, "duplicate_threshold": duplicate_threshold,
+                  "duplicate_margin": duplicate_margin, "seed": seed},
         pictures={
             "label_issues": [where[position[i["file"]]] for i in issues],
             "duplicates": [where[position[p[f"file_{s}"]]] for p in duplicates for s in "ab"],

@@ -169,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
     p.add_argument("--duplicate-threshold", type=float, default=0.95,
                    help="cosine similarity of the features from which two images count as near-duplicates")
+    p.add_argument("--duplicate-margin", type=float, default=0.15,
+                   help="two images that are each other's nearest neighbour by this much similarity over the "
+                        "next-best also count as near-duplicates (negative: off)")
     p.add_argument("--outliers", type=int, default=20, help="how many of the least typical images to list")
     p.add_argument("--json", action="store_true", help="print audit.json to stdout instead of the summary")
     add_data_options(p)
@@ -504,6 +507,7 @@ def cmd_audit(args) -> int:
                               seed=args.seed)
     data = load_data(args) if not args.json else _quiet_data(args)
     report = audit(data, trainer, folds=args.folds, duplicate_threshold=args.duplicate_threshold,
+                   duplicate_margin=None if args.duplicate_margin < 0 else args.duplicate_margin,
                    outliers=args.outliers, seed=args.seed)
     files = report.save(args.output, data)
     if args.json:
