@@ -64,12 +64,16 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                         "relative to DATA_DIR); the run records them")
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_backbone_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone (see: transferkit backbones)")
     p.add_argument("--weights", type=_weights, default="imagenet",
                    help="'imagenet' (Keras cache/download), 'none', or a weights file path")
     p.add_argument("--backbone-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="backbone constructor option, repeatable (e.g. alpha=0.35)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    add_backbone_options(p)
     p.add_argument("--unfreeze-from", type=_unfreeze_point, default="auto",
                    help="backbone layer index or block name where fine-tuning starts; auto: the backbone's "
                         "default (see: transferkit backbones)")
@@ -161,11 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "flagged files out).")
     p.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or train/ and validation/ of class folders")
     p.add_argument("--output", default="runs/audit", help="folder for audit.json and the thumbnail pages")
-    p.add_argument("--backbone", default="mobilenet_v2", help="registered backbone (see: transferkit backbones)")
-    p.add_argument("--weights", type=_weights, default="imagenet",
-                   help="'imagenet' (Keras cache/download), 'none', or a weights file path")
-    p.add_argument("--backbone-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="backbone constructor option, repeatable (e.g. alpha=0.35)")
+    add_backbone_options(p)
     p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
     p.add_argument("--duplicate-threshold", type=float, default=0.95,
                    help="cosine similarity of the features from which two images count as near-duplicates")

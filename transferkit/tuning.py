@@ -5,15 +5,11 @@ phases by itself (keras-team/keras-tuner#629). `TwoPhaseHyperModel.fit` runs bot
 recipe inside that one call, so any KerasTuner tuner works with it (`tune` adds per-epoch reports,
 per-trial seeds and a process per trial):
 
->>> import keras_tuner as kt, pathlib
->>> from PIL import Image
->>> from transferkit import ImageFolder
->>> root = pathlib.Path(tempfile.mkdtemp())
->>> for name, colour in [("cats", "red"), ("dogs", "blue")]:
-...     (root / name).mkdir()
-...     for i in range(8):
-...         Image.new("RGB", (40, 40), colour).save(root / name / f"{i}.png")
->>> data = ImageFolder(root, image_size=(32, 32), batch_size=8, split=(0.75, 0.25), seed=0)
+>>> import keras_tuner as kt, numpy as np, tensorflow as tf
+>>> from types import SimpleNamespace
+>>> images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+>>> batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)
+>>> data = SimpleNamespace(train=batches, validation=batches, class_names=["cats", "dogs"], image_size=(32, 32))
 >>> hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, weights=None,
 ...                                 backbone_options={"alpha": 0.35}, epochs=1, fine_tune_epochs=1,
 ...                                 unfreeze_points=["block_15", "block_16"], seed=0)
