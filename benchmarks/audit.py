@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=192)
     p.add_argument("--flip", type=float, default=0.02, help="fraction of training files filed under the other class")
     p.add_argument("--duplicates", type=int, default=20, help="training images planted into validation")
-    p.add_argument("--plant-seeds", type=int, nargs="+", default=[0], help="one planted copy per seed")
+    p.add_argument("--plant-seeds", type=int, nargs="*", default=[0], help="one planted copy per seed (none: skip)")
     p.add_argument("--output", default="benchmarks/results/audit", help="audit.json and pages of the untouched set")
     p.add_argument("--accuracy-seeds", type=int, nargs="*", default=[])
     args = p.parse_args(argv)
