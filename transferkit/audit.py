@@ -223,12 +223,16 @@ def read_exclusions(path: os.PathLike | str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
-def _pooled_features(trainer, data, split: str) -> np.ndarray:
+def _pooled_extractor(trainer, image_size):
+    """Pixels -> the trainer's pooled backbone output (its preprocessing, backbone and pooling)."""
     import keras
 
-    inputs = keras.Input((*data.image_size, 3))
+    inputs = keras.Input((*image_size, 3))
     x = trainer._preprocessing(inputs) if trainer._preprocessing is not None else inputs
-    extractor = keras.Model(inputs, trainer._head.pool(trainer.backbone_model(x)))
+    return keras.Model(inputs, trainer._head.pool(trainer.backbone_model(x)))
+
+
+def _pooled_features(extractor, data, split: str) -> np.ndarray:
     return np.concatenate([np.asarray(extractor.predict_on_batch(images), np.float32)
                            for images, _ in data.dataset(split)])
 
@@ -265,7 +269,8 @@ def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95,
     where = [(split, position) for split in splits for position in range(len(data.labels(split)))]
     files = [f for split in splits for f in data.files(split)]
     labels = np.concatenate([data.labels(split) for split in splits])
-    features = np.concatenate([_pooled_features(trainer, data, split) for split in splits])
+    extractor = _pooled_extractor(trainer, data.image_size)  # built once, run over every split
+    features = np.concatenate([_pooled_features(extractor, data, split) for split in splits])
     relative = [Path(os.path.relpath(f, data.root)).as_posix() for f in files]
     names = data.class_names
 
