@@ -136,19 +136,29 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", formatter_class=_HELP, help="classify image files",
                             description="Prints the class and its probability for each image.")
-    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, or an exported .tflite")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, an exported .tflite file "
+                                                  "or SavedModel folder")
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
 
     p = commands.add_parser("export", formatter_class=_HELP, help="export a saved model",
-                            description="Write the model as .keras, a TensorFlow SavedModel, or TFLite; class names "
-                                        "and image size go with it (labels.txt and transferkit.json beside it).")
+                            description="Write the model as .keras, a TensorFlow SavedModel, or TFLite (float32, float16, "
+                                        "int8, full-integer int8). Class names and image size go with it: inside "
+                                        "a .tflite file as TFLite metadata, and beside it as labels.txt and "
+                                        "transferkit.json. With --data-dir, the export is compared with the Keras "
+                                        "model on the held-out images and the result recorded (NAME.parity.json).")
     p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
     p.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="tflite", help="output format")
     p.add_argument("--quantize", choices=["float16", "int8"], default=None, help="TFLite quantization")
-    p.add_argument("--data-dir", default=None, help="training images for int8 calibration (required for int8)")
+    p.add_argument("--data-dir", default=None,
+                   help="the training folder: int8 calibrates on its training images, and the export is compared "
+                        "with the Keras model on its validation (or test) images")
+    p.add_argument("--integer-io", choices=["uint8", "int8"], default=None,
+                   help="with --quantize int8: integer input and output too (Edge TPU, microcontrollers)")
+    p.add_argument("--no-metadata", dest="metadata", action="store_false",
+                   help="TFLite: do not pack the class names inside the file (packing needs transferkit[export])")
     p.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate int8")
     p.add_argument("--output", default=None, help="output path (default: next to MODEL, by format)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -361,7 +371,7 @@ def cmd_evaluate(args) -> int:
                   f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
     data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
                        split=split, seed=args.seed, verbose=0 if args.json else 1)
-    evaluation = evaluate(classifier, data, split=args.which, tta=args.tta)
+    evaluation = evaluate(classifier, data, split=args.which, tta=args.tta, verbose=1)
     summary = evaluation.to_dict()
     summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
     if args.output:
@@ -395,13 +405,9 @@ def _collect_images(inputs) -> list[Path]:
 
 
 def _load_any(path: str):
-    if str(path).endswith(".tflite"):
-        from transferkit.export import TFLiteClassifier
+    from transferkit.export import load_exported
 
-        return TFLiteClassifier(path)
-    from transferkit import load_model
-
-    return load_model(path)
+    return load_exported(path)
 
 
 def cmd_predict(args) -> int:
@@ -426,7 +432,11 @@ def cmd_predict(args) -> int:
 
     if not args.json:
         print(f"{'file':<{width}}  {'class':<12}  probability")
+    from transferkit.progress import progress
+
     failures = 0
+    # Results stream to stdout; the progress line goes to stderr when stdout is a file or a pipe.
+    bar = progress(len(files), "Classifying", verbose=not sys.stdout.isatty())
     for start in range(0, len(files), args.batch_size):
         chunk, images = [], []
         for path in files[start : start + args.batch_size]:
@@ -442,6 +452,8 @@ def cmd_predict(args) -> int:
                 best = int(np.argmax(probs))
                 show({"file": str(path), "class": classifier.class_names[best], "probability": float(probs[best]),
                       "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
+        bar.update(len(files[start : start + args.batch_size]))
+    bar.close()
     return 1 if failures else 0
 
 
@@ -450,25 +462,44 @@ def cmd_export(args) -> int:
 
     from transferkit import ImageFolder, load_model
     from transferkit.export import export
+    from transferkit.parity import PARITY_SUFFIX, check_parity
 
+    if args.integer_io and args.quantize != "int8":
+        raise UsageError(f"--integer-io {args.integer_io} needs --quantize int8 (a full-integer model).")
+    if args.format != "tflite" and (args.quantize or not args.metadata):
+        raise UsageError("--quantize and --no-metadata apply to --format tflite only.")
+    if args.quantize == "int8" and not args.data_dir:
+        raise UsageError("--quantize int8 needs --data-dir: training images to calibrate the quantization.")
     classifier = load_model(args.model)
     model_path = Path(args.model)
+    suffix = "".join(f"_{x}" for x in (args.quantize, args.integer_io and f"{args.integer_io}io") if x)
     default = {"keras": model_path.with_name(model_path.stem + "_export.keras"),
                "savedmodel": model_path.with_name(model_path.stem + "_savedmodel"),
-               "tflite": model_path.with_name(model_path.stem + (f"_{args.quantize}" if args.quantize else "") + ".tflite")}
+               "tflite": model_path.with_name(model_path.stem + suffix + ".tflite")}
     output = Path(args.output) if args.output else default[args.format]
+    data = None
+    if args.data_dir:
+        split = classifier.split["files"] if classifier.split is not None else (0.8, 0.1, 0.1)
+        data = ImageFolder(args.data_dir, image_size=classifier.image_size, split=split, verbose=1)
     representative = None
     if args.quantize == "int8":
-        if not args.data_dir:
-            raise UsageError("--quantize int8 needs --data-dir: training images to calibrate the quantization.")
-        data = ImageFolder(args.data_dir, image_size=classifier.image_size)
         train = data.images("train")
         picks = np.random.default_rng(0).permutation(len(train))[: args.calibration_images]
         representative = train[picks]
     path = export(classifier, output, format=args.format, quantize=args.quantize,
-                  representative_images=representative, overwrite=args.overwrite)
-    print(f"Wrote {path} ({args.format}{', ' + args.quantize if args.quantize else ''}); "
+                  representative_images=representative, overwrite=args.overwrite, integer_io=args.integer_io,
+                  metadata=args.metadata, verbose=1)
+    print(f"Wrote {path} ({args.format}{', ' + args.quantize if args.quantize else ''}"
+          f"{', ' + args.integer_io + ' input and output' if args.integer_io else ''}); "
           f"classes {classifier.class_names}, image size {classifier.image_size}")
+    if data is None:
+        print("Not compared with the Keras model: give --data-dir to check the export on the held-out images.")
+        return 0
+    split = "test" if data.test is not None else "validation"
+    parity = check_parity(classifier, path, data, split=split)
+    record = path.parent / (path.name.removesuffix(path.suffix) + PARITY_SUFFIX)
+    parity.save(record)
+    print(f"On the {split} split: {parity}\nRecorded in {record}")
     return 0
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from transferkit.images import ImageReadError, read_image
 from transferkit.npyfile import NpyFile
+from transferkit.progress import progress
 
 __all__ = ["ImageFolder", "DatasetReport", "SkippedFile", "stratified_split", "array_dataset"]
 
@@ -466,12 +467,7 @@ class ImageFolder:
                 images[i] = 0
                 return SkippedFile(exc.path, exc.reason)
 
-        progress = None
-        if verbose:
-            from keras.utils import Progbar
-
-            print(f"Verifying and decoding {len(self._paths)} images in {self.root}")
-            progress = Progbar(len(self._paths), unit_name="image")
+        bar = progress(len(self._paths), f"Decoding {self.root}", unit="image", verbose=verbose)
         skipped = []
         workers = num_workers or min(8, (os.cpu_count() or 1) + 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -479,8 +475,8 @@ class ImageFolder:
                 if result is not None:
                     skipped.append(result)
                     log.warning("Skipping %s: %s", result.path, result.reason)
-                if progress is not None and (n % 64 == 0 or n == len(self._paths)):
-                    progress.update(n)
+                bar.update(1)
+        bar.close()
 
         if self.cache_dir is not None:
             images.close()

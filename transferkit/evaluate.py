@@ -176,14 +176,17 @@ class Evaluation:
         ]
 
 
-def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tta: bool = False) -> Evaluation:
+def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tta: bool = False,
+             verbose: int = 0) -> Evaluation:
     """Run ``classifier`` over labelled data and return an `Evaluation`.
 
     ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a ``tf.data.Dataset``
     of ``(images, labels)`` batches. The pixels of the ``keep_top`` highest-loss images are kept for
     the top-losses picture. With ``tta``, each image's probabilities are the mean over it and its
-    mirror image (as ``Classifier.predict(..., tta=True)``).
+    mirror image (as ``Classifier.predict(..., tta=True)``). ``verbose=1`` shows a progress line.
     """
+    from transferkit.progress import progress
+
     files = None
     dataset = data
     if hasattr(data, "class_names") and hasattr(data, "files"):
@@ -193,6 +196,7 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tt
         dataset = data.dataset(split)
     labels, probabilities, heap = [], [], []
     offset = 0
+    bar = progress(len(files) if files is not None else None, "Evaluating", verbose=verbose)
     for images, batch_labels in dataset:
         images, batch_labels = np.asarray(images), np.asarray(batch_labels).astype(np.int64).reshape(-1)
         probs = np.asarray(classifier.model.predict_on_batch(images))
@@ -208,6 +212,8 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tt
             elif item > heap[0][:2]:
                 heapq.heapreplace(heap, (*item, images[j].astype(np.uint8)))
         offset += len(batch_labels)
+        bar.update(len(batch_labels))
+    bar.close()
     if not labels:
         raise ValueError("The evaluation data is empty.")
     return Evaluation(

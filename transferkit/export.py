@@ -1,8 +1,11 @@
 """Export a trained classifier as ``.keras``, TensorFlow SavedModel or TFLite (float32, float16, int8).
 
 Every format takes raw RGB pixels (float32, 0-255, ``(N, height, width, 3)``) and returns one
-probability per class. The class names and image size travel with each: inside the ``.keras``
-file, and beside the SavedModel / TFLite file as ``labels.txt`` and ``transferkit.json``.
+probability per class; a full-integer int8 TFLite model (``integer_io="uint8"`` or ``"int8"``) takes
+and returns integers instead. The class names and image size travel with each: inside the ``.keras``
+file; inside the ``.tflite`` file as TFLite model metadata (the labels file MediaPipe's image
+classifier reads, `transferkit.tflite_metadata`); and beside the SavedModel / TFLite file as
+``labels.txt`` and ``transferkit.json``.
 """
 
 from __future__ import annotations
@@ -15,21 +18,29 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export", "TFLiteClassifier", "FORMATS", "QUANTIZATIONS"]
+from transferkit.progress import progress
+from transferkit.tflite_metadata import DESCRIPTION_FILE, read_packed_files, write_metadata
+
+__all__ = ["export", "TFLiteClassifier", "SavedModelClassifier", "load_exported", "FORMATS", "QUANTIZATIONS",
+           "INTEGER_IO"]
 
 FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZATIONS = (None, "float16", "int8")
-METADATA_FILE = "transferkit.json"
+INTEGER_IO = (None, "uint8", "int8")
+METADATA_FILE = DESCRIPTION_FILE
 
 
-def _metadata(classifier, format: str, quantize: str | None) -> dict:
+def _metadata(classifier, format: str, quantize: str | None, integer_io: str | None = None) -> dict:
+    kind = integer_io or "float32"
     return {
         "class_names": list(classifier.class_names),
         "image_size": list(classifier.image_size),
-        "input": "float32 RGB pixels in 0-255, shape (N, height, width, 3)",
-        "output": "float32 probabilities, one column per class name",
+        "input": f"{kind} RGB pixels" + (" (quantized, see the input tensor's scale and zero point)" if integer_io
+                                        else " in 0-255") + ", shape (N, height, width, 3)",
+        "output": f"{kind} probabilities" + (" (quantized)" if integer_io else "") + ", one column per class name",
         "format": format,
         "quantize": quantize,
+        "integer_io": integer_io,
     }
 
 
@@ -51,6 +62,9 @@ def export(
     quantize: str | None = None,
     representative_images: np.ndarray | None = None,
     overwrite: bool = False,
+    integer_io: str | None = None,
+    metadata: bool = True,
+    verbose: int = 0,
 ) -> Path:
     """Write ``classifier`` to ``path`` in ``format``; returns the path written.
 
@@ -60,6 +74,10 @@ def export(
             (weights and activations, calibrated on ``representative_images``).
         representative_images: ``(N, H, W, 3)`` training images (0-255) for int8 calibration;
             a hundred or so is plenty.
+        integer_io: int8 only: ``"uint8"`` or ``"int8"`` makes the model full-integer, input and
+            output included (Edge TPU, microcontrollers); `TFLiteClassifier` converts to and from them.
+        metadata: TFLite only: pack the class names inside the file as TFLite metadata (needs
+            ``transferkit[export]``); the sidecar files are written either way.
     """
     path = Path(path)
     if format not in FORMATS:
@@ -70,8 +88,13 @@ def export(
         raise ValueError(f"quantize={quantize!r} applies to format='tflite' only.")
     if quantize == "int8" and (representative_images is None or len(representative_images) == 0):
         raise ValueError("int8 quantization needs representative_images (e.g. --data-dir with training images).")
+    if integer_io not in INTEGER_IO:
+        raise ValueError(f"integer_io={integer_io!r}: choose uint8 or int8, or None for float input and output.")
+    if integer_io and quantize != "int8":
+        raise ValueError(f"integer_io={integer_io!r} needs quantize='int8' (a full-integer model).")
     _refuse_to_overwrite(path, overwrite)
-    metadata = _metadata(classifier, format, quantize)
+    description = _metadata(classifier, format, quantize, integer_io)
+    metadata, pack_metadata = description, metadata
 
     if format == "keras":
         return classifier.save(path, overwrite=overwrite)
@@ -94,13 +117,19 @@ def export(
             images = np.asarray(representative_images, dtype=np.float32)
 
             def representative():
-                for image in images:
-                    yield [image[None]]
+                with progress(len(images), "Calibrating int8", verbose=verbose) as bar:
+                    for image in images:
+                        yield [image[None]]
+                        bar.update(1)
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if integer_io:
+                converter.inference_input_type = converter.inference_output_type = getattr(tf, integer_io)
         flatbuffer = converter.convert()
+    if pack_metadata:
+        flatbuffer = write_metadata(flatbuffer, description, integer_input=bool(integer_io))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
     _write_sidecars(path.parent, metadata, stem=path.stem)
@@ -121,8 +150,21 @@ def _interpreter_class():
     return Interpreter
 
 
+def read_description(path: Path) -> dict:
+    """The class names and image size of an exported file: packed inside it, else in its sidecar file."""
+    packed = read_packed_files(path) if path.is_file() else {}
+    if DESCRIPTION_FILE in packed:
+        return json.loads(packed[DESCRIPTION_FILE])
+    sidecar = path / METADATA_FILE if path.is_dir() else path.parent / f"{path.stem}.{METADATA_FILE}"
+    if not sidecar.exists():
+        raise FileNotFoundError(f"{path} carries no class names inside, and {sidecar} is missing: "
+                                "export the model again with transferkit export.")
+    return json.loads(sidecar.read_text())
+
+
 class TFLiteClassifier:
-    """Run an exported ``.tflite`` classifier with its sidecar class names, like `Classifier`.
+    """Run an exported ``.tflite`` classifier like `Classifier`; its class names come from inside the
+    file (or, for files exported without metadata, from the sidecar ``transferkit.json``).
 
     >>> import keras, numpy as np, tempfile, pathlib
     >>> from transferkit import Classifier, ClassProbabilities
@@ -140,25 +182,37 @@ class TFLiteClassifier:
 
     def __init__(self, path: os.PathLike | str, num_threads: int | None = None):
         self.path = Path(path)
-        meta_file = self.path.parent / f"{self.path.stem}.{METADATA_FILE}"
-        if not meta_file.exists():
-            raise FileNotFoundError(f"{meta_file} is missing: it holds the class names of {self.path}.")
-        metadata = json.loads(meta_file.read_text())
-        self.class_names = metadata["class_names"]
-        self.image_size = tuple(metadata["image_size"])
+        description = read_description(self.path)
+        self.class_names = description["class_names"]
+        self.image_size = tuple(description["image_size"])
         self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._batch = None
+
+    @property
+    def integer_io(self) -> str | None:
+        """``"uint8"`` / ``"int8"`` for a full-integer model, else None."""
+        kind = np.dtype(self._input["dtype"])
+        return kind.name if kind.kind in "iu" else None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self._batch != len(batch):
             self.interpreter.resize_tensor_input(self._input["index"], batch.shape)
             self.interpreter.allocate_tensors()
             self._batch = len(batch)
+        kind = np.dtype(self._input["dtype"])
+        if kind.kind in "iu":  # full-integer input: quantize the pixels with the tensor's own parameters
+            scale, zero_point = self._input["quantization"]
+            info = np.iinfo(kind)
+            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(kind)
         self.interpreter.set_tensor(self._input["index"], batch)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"]).copy()
+        output = self.interpreter.get_tensor(self._output["index"]).copy()
+        if output.dtype.kind in "iu":
+            scale, zero_point = self._output["quantization"]
+            output = (output.astype(np.float32) - zero_point) * scale
+        return output
 
     def predict(self, x, batch_size: int = 32, tta: bool = False) -> np.ndarray:
         """Probabilities ``(N, num_classes)`` for an image array or a list of file paths; with ``tta``,
@@ -177,3 +231,35 @@ class TFLiteClassifier:
 
     def predict_classes(self, x, batch_size: int = 32) -> list[str]:
         return [self.class_names[i] for i in np.argmax(self.predict(x, batch_size), axis=-1)]
+
+
+class SavedModelClassifier(TFLiteClassifier):
+    """Run an exported SavedModel folder like `Classifier` (its ``serve`` endpoint; class names from
+    the folder's ``transferkit.json``)."""
+
+    def __init__(self, path: os.PathLike | str):
+        import tensorflow as tf
+
+        self.path = Path(path)
+        description = read_description(self.path)
+        self.class_names = description["class_names"]
+        self.image_size = tuple(description["image_size"])
+        self._serve = tf.saved_model.load(str(self.path)).serve
+
+    integer_io = None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._serve(batch))
+
+
+def load_exported(path: os.PathLike | str):
+    """The exported model at ``path`` as an object with ``predict`` and ``class_names``: a
+    `TFLiteClassifier`, a `SavedModelClassifier` or (``.keras``) a `Classifier`."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return TFLiteClassifier(path)
+    if path.is_dir():
+        return SavedModelClassifier(path)
+    from transferkit.model import load_model
+
+    return load_model(path)

@@ -40,6 +40,7 @@ import numpy as np
 
 from transferkit.data import array_dataset, unique_partial, write_atomically
 from transferkit.npyfile import NpyFile
+from transferkit.progress import progress
 
 __all__ = ["split_backbone", "crossing_tensors", "FrozenFeatures"]
 
@@ -308,12 +309,7 @@ class FrozenFeatures:
 
         views = self.views if augment is not None else 1
         total = len(arrays[0])
-        progress = None
-        if verbose:
-            from keras.utils import Progbar
-
-            print(f"Computing frozen features: {total} image views")
-            progress = Progbar(total, unit_name="view")
+        bar = progress(total, "Computing frozen features", unit="image view", verbose=verbose)
         row = 0
         for view in range(views):
             source = dataset
@@ -325,8 +321,8 @@ class FrozenFeatures:
                 for array, value in zip(arrays, values):
                     array[row : row + len(value)] = np.asarray(value).astype(self.dtype)
                 row += len(values[0])
-                if progress is not None:
-                    progress.update(row)
+                bar.update(len(values[0]))
+        bar.close()
         if row != total:
             raise RuntimeError(f"Expected {total} feature rows, computed {row}.")
 

@@ -1,0 +1,121 @@
+"""Exports that prove themselves: labels inside the .tflite file (read back by MediaPipe), full-integer
+int8, and the parity check of an export against its Keras model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from transferkit import load_model
+from transferkit.cli import main
+from transferkit.export import TFLiteClassifier, export
+from transferkit.parity import PARITY_SUFFIX, Parity, check_parity, parity_table
+from transferkit.tflite_metadata import read_packed_files
+
+
+@pytest.fixture(scope="module")
+def classifier(trained, tmp_path_factory):
+    trainer, _ = trained
+    return load_model(trainer.save(tmp_path_factory.mktemp("model") / "model.keras"))
+
+
+def _mediapipe_scores(path, images):
+    """MediaPipe's image classifier on ``path``: it must find the class names inside the file."""
+    vision = pytest.importorskip("mediapipe.tasks.python.vision",
+                                 reason="MediaPipe is not installed (pip install 'transferkit[export]')")
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=5)
+    rows = []
+    with vision.ImageClassifier.create_from_options(options) as mediapipe_classifier:
+        for image in images:
+            result = mediapipe_classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                            data=np.ascontiguousarray(image, dtype=np.uint8)))
+            rows.append({c.category_name: c.score for c in result.classifications[0].categories})
+    return rows
+
+
+@pytest.mark.parametrize("quantize, integer_io, tolerance", [(None, None, 1e-4), ("int8", "uint8", 0.05)])
+def test_mediapipe_reads_the_labels_inside_the_tflite_file(classifier, tiny_data, tmp_path, quantize, integer_io,
+                                                          tolerance):
+    path = export(classifier, tmp_path / "m.tflite", format="tflite", quantize=quantize, integer_io=integer_io,
+                  representative_images=tiny_data.images("train"))
+    packed = read_packed_files(path)
+    assert packed["labels.txt"].decode().split() == ["cats", "dogs"]
+    images = tiny_data.images("test")[:6]
+    ours = TFLiteClassifier(path).predict(images)
+    rows = _mediapipe_scores(path, images)
+    assert [sorted(row) for row in rows] == [["cats", "dogs"]] * len(images)  # names, not indices
+    mediapipe = np.array([[row["cats"], row["dogs"]] for row in rows])
+    np.testing.assert_allclose(mediapipe, ours, atol=tolerance)
+    assert np.ptp(mediapipe[:, 0]) > 0.01  # the scores depend on the image (a broken input would not)
+
+
+def test_class_names_come_from_inside_the_file(classifier, tmp_path):
+    path = export(classifier, tmp_path / "m.tflite", format="tflite")
+    for sidecar in ("m.labels.txt", "m.transferkit.json"):
+        (tmp_path / sidecar).unlink()
+    assert TFLiteClassifier(path).class_names == ["cats", "dogs"]
+    bare = export(classifier, tmp_path / "bare.tflite", format="tflite", metadata=False)
+    assert read_packed_files(bare) == {}
+    (tmp_path / "bare.transferkit.json").unlink()
+    with pytest.raises(FileNotFoundError, match="bare.transferkit.json"):
+        TFLiteClassifier(bare)
+
+
+def test_full_integer_int8_takes_and_returns_integers(classifier, tiny_data, tmp_path):
+    path = export(classifier, tmp_path / "q.tflite", format="tflite", quantize="int8", integer_io="int8",
+                  representative_images=tiny_data.images("train"))
+    lite = TFLiteClassifier(path)
+    details = lite.interpreter.get_input_details()[0], lite.interpreter.get_output_details()[0]
+    assert [np.dtype(d["dtype"]).name for d in details] == ["int8", "int8"]
+    assert lite.integer_io == "int8"
+    images = tiny_data.images("test")
+    np.testing.assert_allclose(lite.predict(images), classifier.predict(images), atol=0.05)
+    with pytest.raises(ValueError, match="quantize='int8'"):
+        export(classifier, tmp_path / "x.tflite", format="tflite", quantize="float16", integer_io="uint8")
+
+
+def test_parity_agrees_with_itself_and_catches_a_different_model(classifier, tiny_data, trained, tmp_path):
+    import keras
+
+    path = export(classifier, tmp_path / "m.tflite", format="tflite")
+    same = check_parity(classifier, path, tiny_data, split="validation", verbose=0)
+    assert same.agreement == 1.0 and same.max_probability_difference < 1e-4
+    assert same.exported_accuracy == same.keras_accuracy and len(same.labels) == len(tiny_data.files("validation"))
+    assert same.format == "tflite" and same.quantize is None
+
+    broken = keras.models.clone_model(classifier.model)  # same classes, untrained weights: must not pass
+    from transferkit import Classifier
+
+    broken_path = export(Classifier(broken), tmp_path / "broken.tflite", format="tflite")
+    differs = check_parity(classifier, broken_path, tiny_data, split="validation", verbose=0)
+    assert differs.max_probability_difference > 0.05
+    assert "| tflite |" in parity_table([same.to_dict(), differs.to_dict()])
+
+
+def test_parity_arithmetic():
+    labels = np.array([0, 1, 1, 0])
+    keras_probs = np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
+    exported = np.array([[.8, .2], [.3, .7], [.4, .6], [.6, .4]])
+    p = Parity("tflite", "float16", None, labels, keras_probs, exported)
+    assert (p.keras_accuracy, p.exported_accuracy, p.agreement) == (0.5, 1.0, 0.5)
+    assert p.to_dict()["accuracy_difference"] == 0.5
+    assert abs(p.max_probability_difference - 0.3) < 1e-9
+
+
+def test_export_command_compares_and_records(classifier, tiny_data, trained, tmp_path, capsys):
+    model = tmp_path / "model.keras"
+    classifier.save(model)
+    assert main(["export", str(model), "--quantize", "int8", "--integer-io", "uint8",
+                 "--data-dir", str(tiny_data.root)]) == 0
+    out = capsys.readouterr()
+    exported = tmp_path / "model_int8_uint8io.tflite"
+    record = json.loads((tmp_path / ("model_int8_uint8io" + PARITY_SUFFIX)).read_text())
+    assert exported.exists() and "agree on" in out.out
+    assert record["quantize"] == "int8" and record["integer_io"] == "uint8"
+    assert record["count"] == len(tiny_data.files("test")) and 0.5 <= record["agreement"] <= 1.0
+    assert "Calibrating int8" in out.err and "Comparing" in out.err  # progress lines, on stderr
+    assert "\x1b[" not in out.err and "\r" not in out.err  # plain lines when not on a terminal
+    assert main(["export", str(model), "--format", "keras", "--integer-io", "uint8"]) == 2
