@@ -163,6 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="output path (default: next to MODEL, by format)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
+    p = commands.add_parser("report", formatter_class=_HELP, help="rebuild a training run's report.html",
+                            description="Write RUN_DIR/report.html again from the run's metrics.json and pictures "
+                                        "(and any export parity records beside them): one self-contained page.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --output folder of transferkit train")
+
     p = commands.add_parser("backbones", formatter_class=_HELP, help="list the registered backbones",
                             description="Registered backbones, with default image size and unfreeze blocks.")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
@@ -503,6 +508,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from transferkit.report import write_report
+
+    print(f"Wrote {write_report(args.run_dir)}")
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from transferkit import get_backbone_spec, list_backbones
 
@@ -586,7 +598,8 @@ def cmd_tune(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "backbones": cmd_backbones, "tune": cmd_tune, "audit": cmd_audit}
+            "backbones": cmd_backbones, "tune": cmd_tune, "audit": cmd_audit,
+            "report": cmd_report}
 
 
 class UsageError(ValueError):

@@ -108,6 +108,30 @@ class Evaluation:
             return None
         return roc_auc(self.labels == 1, self.probabilities[:, 1])
 
+    def calibration(self, bins: int = 10) -> dict:
+        """Reliability of the predicted class's probability: per equal-width confidence bin, the mean
+        confidence, the accuracy and the count; ``ece`` is the expected calibration error (the
+        count-weighted mean gap between the two).
+
+        >>> ev = Evaluation(["a", "b"], np.array([0, 0, 1, 1]), np.array([[.9, .1], [.8, .2], [.4, .6], [.7, .3]]))
+        >>> round(ev.calibration(bins=5)["ece"], 4)
+        0.25
+        """
+        confidence = self.probabilities.max(axis=1)
+        correct = (self.predictions == self.labels).astype(np.float64)
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+        rows, ece = [], 0.0
+        for b in range(bins):
+            members = which == b
+            count = int(members.sum())
+            if count:
+                mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
+                ece += count / len(confidence) * abs(accuracy - mean_confidence)
+                rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                             "confidence": mean_confidence, "accuracy": accuracy})
+        return {"bins": rows, "ece": float(ece)}
+
     def top_losses(self, k: int = 9) -> list[TopLoss]:
         """The ``k`` images with the highest loss (most confidently wrong first)."""
         losses, preds = self.losses, self.predictions
@@ -147,6 +171,7 @@ class Evaluation:
             "per_class": self.per_class,
             "confusion_matrix": self.confusion_matrix.tolist(),
             "class_names": list(self.class_names),
+            "calibration": self.calibration(),
             "top_losses": [
                 {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(t).items() if k != "image"}
                 for t in self.top_losses(9)
@@ -166,13 +191,14 @@ class Evaluation:
         return "\n".join(lines)
 
     def plot(self, directory: os.PathLike | str) -> list[Path]:
-        """Write ``confusion_matrix.png`` and ``top_losses.png`` into ``directory``."""
+        """Write ``confusion_matrix.png``, ``top_losses.png`` and ``reliability.png`` into ``directory``."""
         from transferkit import plots
 
         directory = Path(directory)
         return [
             plots.plot_confusion_matrix(self, directory / "confusion_matrix.png"),
             plots.plot_top_losses(self, directory / "top_losses.png"),
+            plots.plot_reliability(self.calibration(), directory / "reliability.png"),
         ]
 
 

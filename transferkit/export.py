@@ -244,7 +244,11 @@ class SavedModelClassifier(TFLiteClassifier):
         description = read_description(self.path)
         self.class_names = description["class_names"]
         self.image_size = tuple(description["image_size"])
-        self._serve = tf.saved_model.load(str(self.path)).serve
+        self._loaded = tf.saved_model.load(str(self.path))  # the variables live on it: keep it
+
+    @property
+    def _serve(self):
+        return self._loaded.serve
 
     integer_io = None
 

@@ -24,6 +24,7 @@ __all__ = [
     "gradcam",
     "plot_tuning",
     "plot_gallery",
+    "plot_reliability",
 ]
 
 
@@ -107,6 +108,27 @@ def plot_top_losses(evaluation, path: os.PathLike | str, k: int = 9) -> Path:
     if not top:
         axes[0].text(0.5, 0.5, "no images kept", ha="center")
     fig.suptitle("Top losses (most confidently wrong first)")
+    return _save(fig, path)
+
+
+def plot_reliability(calibration: dict, path: os.PathLike | str) -> Path:
+    """Reliability diagram of `Evaluation.calibration`: accuracy against confidence per bin, the
+    diagonal a perfectly calibrated model would follow, and the expected calibration error."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    rows = calibration["bins"]
+    if rows:
+        ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=[r["high"] - r["low"] for r in rows],
+               align="edge", alpha=0.6, edgecolor="black", label="accuracy in bin")
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color="C1",
+                label="mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (probability of the predicted class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability (ECE {calibration['ece']:.3f})")
+    ax.legend(loc="upper left")
     return _save(fig, path)
 
 

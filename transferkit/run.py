@@ -1,7 +1,7 @@
 """Everything a finished training run or search leaves behind, written into one folder.
 
 ``save_run`` is what ``examples/cats_vs_dogs.py`` and ``transferkit train`` share: the model, a
-``metrics.json``, and the pictures. ``save_search`` writes a search's best model, trials and picture.
+``metrics.json``, the pictures, and ``report.html`` (`transferkit.report`) that holds them all. ``save_search`` writes a search's best model, trials and picture.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from transferkit import plots
 from transferkit.evaluate import evaluate
+from transferkit.report import REPORT_FILE, write_report
 
 __all__ = ["save_run", "save_search", "RUN_FILES"]
 
@@ -26,6 +27,8 @@ RUN_FILES = (
     "top_losses.png",
     "predictions.png",
     "gradcam.png",
+    "reliability.png",
+    "report.html",
 )
 
 
@@ -60,9 +63,10 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
         "trainer": trainer.get_config(),
         "data": {"root": str(data.root), "counts": data.report.counts, "skipped": len(data.report.skipped),
                  "excluded": [os.path.relpath(f, data.root) for f in getattr(data.report, "excluded", [])]},
-        "files": [str(f) for f in files] + [str(output / "metrics.json")],
+        "files": [str(f) for f in files] + [str(output / "metrics.json"), str(output / REPORT_FILE)],
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_report(output)
     return metrics
 
 
