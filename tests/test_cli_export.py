@@ -148,8 +148,8 @@ def test_usage_errors_exit_2_and_help_loads_no_tensorflow(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train"])  # argparse: DATA_DIR missing
     assert exit_.value.code == 2
-    probe = ("import sys; from transferkit.cli import _parser; import transferkit\n"
-             "try:\n    _parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+    probe = ("import sys; from transferkit.cli import build_parser; import transferkit\n"
+             "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stdout + shown.stderr

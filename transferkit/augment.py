@@ -35,7 +35,7 @@ _LAYERS = (
 )
 
 
-def augmentation(preset: str = "default", seed: int | None = None, **overrides) -> keras.Sequential:
+def augmentation(preset: str = "default", seed: int | None = None, **overrides: float | str | None) -> keras.Sequential:
     """A ``keras.Sequential`` named ``"augmentation"`` of random preprocessing layers.
 
     Args:

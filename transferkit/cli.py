@@ -88,7 +88,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=3, help="augmented views per training image for the fast path")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `transferkit` command line: every command and option (the CLI reference is made from it)."""
     parser = argparse.ArgumentParser(prog="transferkit", description="Two-phase transfer learning for image classifiers.")
     parser.add_argument("--version", action="version", version=f"transferkit {_version()}")
     common = argparse.ArgumentParser(add_help=False)
@@ -628,7 +629,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xNN
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "2")
     if not args.verbose:
         _import_tensorflow_quietly()
