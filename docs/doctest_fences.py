@@ -7,17 +7,10 @@ import griffe
 
 
 def fence_examples(text: str) -> str:
-    """Wrap each run of ``>>>`` / ``...`` lines, with the output lines after it, in a ``pycon`` fence.
+    r"""Wrap each run of ``>>>`` / ``...`` lines, with the output lines after it, in a ``pycon`` fence.
 
-    >>> print(fence_examples("Add:\\n\\n>>> 1 + 1\\n2\\n\\nDone."))
-    Add:
-    <BLANKLINE>
-    ```pycon
-    >>> 1 + 1
-    2
-    ```
-    <BLANKLINE>
-    Done.
+    >>> fence_examples("Add:\n\n>>> 1 + 1\n2\n\nDone.").splitlines()
+    ['Add:', '', '```pycon', '>>> 1 + 1', '2', '```', '', 'Done.']
     """
     out, inside, fence = [], False, False
     for line in text.splitlines():

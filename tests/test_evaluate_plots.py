@@ -71,7 +71,8 @@ def test_every_picture_is_written(trained, tiny_data, tmp_path):
     paths += ev.plot(tmp_path)
     paths.append(plots.plot_predictions(trainer.classifier, images, tmp_path / "p.png", labels=[0, 1, 0, 1]))
     paths.append(plots.plot_gradcam(trainer.classifier, images, tmp_path / "g.png"))
-    assert [p.name for p in paths] == ["training_curves.png", "confusion_matrix.png", "top_losses.png", "p.png", "g.png"]
+    assert [p.name for p in paths] == ["training_curves.png", "confusion_matrix.png", "top_losses.png", "reliability.png",
+                                      "p.png", "g.png"]
     for path in paths:
         assert_png(path)
 
