@@ -32,18 +32,20 @@ RUN_FILES = (
 )
 
 
-def save_run(trainer, result, data, output: os.PathLike | str, split: str = "validation", overwrite: bool = False) -> dict:
+def save_run(trainer, result, data, output: os.PathLike | str, split: str = "validation", overwrite: bool = False,
+             verbose: int = 1) -> dict:
     """Evaluate ``result`` on ``data``'s ``split`` and write the run into ``output``.
 
     Returns the metrics written to ``metrics.json`` (with the paths of the files under ``"files"``).
-    Existing files are only replaced with ``overwrite=True``.
+    Existing files are only replaced with ``overwrite=True``. ``verbose=1`` shows the evaluation's
+    progress on stderr.
     """
     output = Path(output)
     existing = [name for name in RUN_FILES if (output / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{output} already holds {', '.join(existing)}; pass overwrite to replace them.")
     output.mkdir(parents=True, exist_ok=True)
-    evaluation = evaluate(result.classifier, data, split=split)
+    evaluation = evaluate(result.classifier, data, split=split, verbose=verbose)
     files = [result.classifier.save(output / "model.keras", overwrite=True)]
     files.append(plots.plot_history(result.history, result.phase_boundary, output / "training_curves.png"))
     files += evaluation.plot(output)

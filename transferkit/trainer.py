@@ -506,7 +506,7 @@ class _CachedRecipe:
             data, backbone, trainer._head.pool, trainer._preprocessing, trainer._augment, cut=index, phases=phases,
             also_cuts=also, views=trainer.views, dtype=trainer.feature_dtype, cache_dir=trainer.cache_dir,
             seed=trainer._augmentation_seed, shuffle_seed=trainer.seed,
-            augmentation_config=trainer.get_config()["augmentation"], verbose=1 if verbose == 1 else 0,
+            augmentation_config=trainer.get_config()["augmentation"], verbose=0 if verbose == 0 else 1,
             identity={"backbone": trainer.backbone, "backbone_options": trainer.backbone_options,
                       "weights": trainer.weights},
         )
