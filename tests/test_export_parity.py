@@ -119,3 +119,25 @@ def test_export_command_compares_and_records(classifier, tiny_data, trained, tmp
     assert "Calibrating int8" in out.err and "Comparing" in out.err  # progress lines, on stderr
     assert "\x1b[" not in out.err and "\r" not in out.err  # plain lines when not on a terminal
     assert main(["export", str(model), "--format", "keras", "--integer-io", "uint8"]) == 2
+
+
+def test_onnx_export_agrees_with_keras_and_carries_its_names(classifier, tiny_data, tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install 'transferkit[onnx]')")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'transferkit[onnx]')")
+    from transferkit.export import ONNXClassifier, load_exported
+
+    path = export(classifier, tmp_path / "m.onnx", format="onnx")
+    for sidecar in ("m.labels.txt", "m.transferkit.json"):
+        (tmp_path / sidecar).unlink()  # the names must come from inside the file
+    onnx_model = load_exported(path)
+    assert isinstance(onnx_model, ONNXClassifier) and onnx_model.class_names == ["cats", "dogs"]
+    images = tiny_data.images("test")
+    np.testing.assert_allclose(onnx_model.predict(images), classifier.predict(images), atol=1e-5)
+    parity = check_parity(classifier, path, tiny_data, split="test", verbose=0)
+    assert parity.format == "onnx" and parity.agreement == 1.0
+
+
+def test_savedmodel_parity(classifier, tiny_data, tmp_path):
+    folder = export(classifier, tmp_path / "sm", format="savedmodel")
+    parity = check_parity(classifier, folder, tiny_data, split="test", verbose=0)
+    assert parity.format == "savedmodel" and parity.agreement == 1.0 and parity.max_probability_difference < 1e-5

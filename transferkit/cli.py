@@ -145,13 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
 
     p = commands.add_parser("export", formatter_class=_HELP, help="export a saved model",
-                            description="Write the model as .keras, a TensorFlow SavedModel, or TFLite (float32, float16, "
-                                        "int8, full-integer int8). Class names and image size go with it: inside "
-                                        "a .tflite file as TFLite metadata, and beside it as labels.txt and "
+                            description="Write the model as .keras, a TensorFlow SavedModel, TFLite (float32, float16, "
+                                        "int8, full-integer int8) or ONNX. Class names and image size go with it: "
+                                        "inside a .tflite file as TFLite metadata (an .onnx file: in its metadata), "
+                                        "and beside it as labels.txt and "
                                         "transferkit.json. With --data-dir, the export is compared with the Keras "
                                         "model on the held-out images and the result recorded (NAME.parity.json).")
     p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
-    p.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="tflite", help="output format")
+    p.add_argument("--format", choices=["keras", "savedmodel", "tflite", "onnx"], default="tflite",
+                   help="output format (onnx needs transferkit[onnx])")
     p.add_argument("--quantize", choices=["float16", "int8"], default=None, help="TFLite quantization")
     p.add_argument("--data-dir", default=None,
                    help="the training folder: int8 calibrates on its training images, and the export is compared "
@@ -481,7 +483,8 @@ def cmd_export(args) -> int:
     suffix = "".join(f"_{x}" for x in (args.quantize, args.integer_io and f"{args.integer_io}io") if x)
     default = {"keras": model_path.with_name(model_path.stem + "_export.keras"),
                "savedmodel": model_path.with_name(model_path.stem + "_savedmodel"),
-               "tflite": model_path.with_name(model_path.stem + suffix + ".tflite")}
+               "tflite": model_path.with_name(model_path.stem + suffix + ".tflite"),
+               "onnx": model_path.with_name(model_path.stem + ".onnx")}
     output = Path(args.output) if args.output else default[args.format]
     data = None
     if args.data_dir:

@@ -21,10 +21,11 @@ import numpy as np
 from transferkit.progress import progress
 from transferkit.tflite_metadata import DESCRIPTION_FILE, read_packed_files, write_metadata
 
-__all__ = ["export", "TFLiteClassifier", "SavedModelClassifier", "load_exported", "FORMATS", "QUANTIZATIONS",
+__all__ = ["export", "TFLiteClassifier", "SavedModelClassifier", "ONNXClassifier", "load_exported", "FORMATS",
+           "QUANTIZATIONS",
            "INTEGER_IO"]
 
-FORMATS = ("keras", "savedmodel", "tflite")
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = (None, "float16", "int8")
 INTEGER_IO = (None, "uint8", "int8")
 METADATA_FILE = DESCRIPTION_FILE
@@ -69,7 +70,8 @@ def export(
     """Write ``classifier`` to ``path`` in ``format``; returns the path written.
 
     Args:
-        format: ``"keras"`` (a ``.keras`` file), ``"savedmodel"`` (a folder) or ``"tflite"``.
+        format: ``"keras"`` (a ``.keras`` file), ``"savedmodel"`` (a folder), ``"tflite"`` or ``"onnx"``
+            (through Keras's ``model.export``; needs ``transferkit[onnx]``).
         quantize: TFLite only: ``None`` (float32), ``"float16"`` (weights) or ``"int8"``
             (weights and activations, calibrated on ``representative_images``).
         representative_images: ``(N, H, W, 3)`` training images (0-255) for int8 calibration;
@@ -98,6 +100,8 @@ def export(
 
     if format == "keras":
         return classifier.save(path, overwrite=overwrite)
+    if format == "onnx":
+        return _export_onnx(classifier, path, metadata)
     if format == "savedmodel":
         if path.exists():
             shutil.rmtree(path)
@@ -150,11 +154,35 @@ def _interpreter_class():
     return Interpreter
 
 
+def _export_onnx(classifier, path: Path, description: dict) -> Path:
+    """ONNX through Keras's own ``model.export`` (tf2onnx), the description in the model's metadata."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError('ONNX export needs tf2onnx and onnx: pip install "transferkit[onnx]".') from exc
+    model = classifier.model
+    model(np.zeros((1, *classifier.image_size, 3), dtype=np.float32))  # Keras exports only a called model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.export(str(path), format="onnx", verbose=False)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = DESCRIPTION_FILE, json.dumps(description)
+    onnx.save(proto, str(path))
+    _write_sidecars(path.parent, description, stem=path.stem)
+    return path
+
+
 def read_description(path: Path) -> dict:
     """The class names and image size of an exported file: packed inside it, else in its sidecar file."""
-    packed = read_packed_files(path) if path.is_file() else {}
+    packed = read_packed_files(path) if path.is_file() and path.suffix == ".tflite" else {}
     if DESCRIPTION_FILE in packed:
         return json.loads(packed[DESCRIPTION_FILE])
+    if path.suffix == ".onnx" and path.is_file():
+        import onnx
+
+        inside = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if DESCRIPTION_FILE in inside:
+            return json.loads(inside[DESCRIPTION_FILE])
     sidecar = path / METADATA_FILE if path.is_dir() else path.parent / f"{path.stem}.{METADATA_FILE}"
     if not sidecar.exists():
         raise FileNotFoundError(f"{path} carries no class names inside, and {sidecar} is missing: "
@@ -256,12 +284,36 @@ class SavedModelClassifier(TFLiteClassifier):
         return np.asarray(self._serve(batch))
 
 
+class ONNXClassifier(TFLiteClassifier):
+    """Run an exported ``.onnx`` classifier with ONNX Runtime, like `Classifier` (class names from the
+    model's metadata)."""
+
+    def __init__(self, path: os.PathLike | str):
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise ImportError('Running an ONNX model needs onnxruntime: pip install "transferkit[onnx]".') from exc
+        self.path = Path(path)
+        description = read_description(self.path)
+        self.class_names = description["class_names"]
+        self.image_size = tuple(description["image_size"])
+        self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        self._input_name = self.session.get_inputs()[0].name
+
+    integer_io = None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input_name: batch})[0]
+
+
 def load_exported(path: os.PathLike | str):
     """The exported model at ``path`` as an object with ``predict`` and ``class_names``: a
-    `TFLiteClassifier`, a `SavedModelClassifier` or (``.keras``) a `Classifier`."""
+    `TFLiteClassifier`, an `ONNXClassifier`, a `SavedModelClassifier` or (``.keras``) a `Classifier`."""
     path = Path(path)
     if path.suffix == ".tflite":
         return TFLiteClassifier(path)
+    if path.suffix == ".onnx":
+        return ONNXClassifier(path)
     if path.is_dir():
         return SavedModelClassifier(path)
     from transferkit.model import load_model
