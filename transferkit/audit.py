@@ -233,7 +233,7 @@ def _pooled_extractor(trainer, image_size):
 
 
 def _pooled_features(extractor, data, split: str) -> np.ndarray:
-    return np.concatenate([np.asarray(extractor.predict_on_batch(images), np.float32)
+    return np.concatenate([np.asarray(extractor.predict_on_batch(np.asarray(images)), np.float32)
                            for images, _ in data.dataset(split)])
 
 

@@ -42,6 +42,8 @@ from transferkit.data import array_dataset, unique_partial, write_atomically
 from transferkit.npyfile import NpyFile
 from transferkit.progress import progress
 
+_TENSORFLOW = keras.backend.backend() == "tensorflow"  # other backends take tf.data's tensors as arrays
+
 __all__ = ["split_backbone", "crossing_tensors", "FrozenFeatures"]
 
 log = logging.getLogger(__name__)
@@ -308,15 +310,24 @@ class FrozenFeatures:
         import tensorflow as tf
 
         views = self.views if augment is not None else 1
+        # Keras's random layers run inside tf.data on every backend, but a Sequential around them
+        # converts its input to the backend's arrays first, which a tf.data graph cannot hold.
+        steps = augment.layers if isinstance(augment, keras.Sequential) else [augment]
+
+        def augmented(x, y):
+            for step in steps:
+                x = step(x, training=True)
+            return x, y
+
         total = len(arrays[0])
         bar = progress(total, "Computing frozen features", unit="image view", verbose=verbose)
         row = 0
         for view in range(views):
             source = dataset
             if view > 0:  # augmentation runs in the input pipeline, in training mode
-                source = dataset.map(lambda x, y: (augment(x, training=True), y))  # in order: seeds repeat
+                source = dataset.map(augmented)  # in order: seeds repeat
             for images, _ in source.prefetch(tf.data.AUTOTUNE):
-                values = extractor.predict_on_batch(images)
+                values = extractor.predict_on_batch(images if _TENSORFLOW else np.asarray(images))
                 values = values if isinstance(values, (list, tuple)) else [values]
                 for array, value in zip(arrays, values):
                     array[row : row + len(value)] = np.asarray(value).astype(self.dtype)

@@ -164,37 +164,66 @@ def plot_gallery(images, captions: list[str], path: os.PathLike | str, title: st
     return _save(fig, path)
 
 
+def _gradient(function, x):
+    """d sum(function(x)) / dx with the running Keras backend's own autodiff."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(function(x))
+        return tape.gradient(total, x)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda v: keras.ops.sum(function(v)))(x)
+    if backend == "torch":
+        import torch
+
+        x = torch.as_tensor(keras.ops.convert_to_numpy(x)).requires_grad_(True)
+        function(x).sum().backward()
+        return x.grad
+    raise NotImplementedError(f"Grad-CAM has no gradient for the {backend!r} backend.")
+
+
 def gradcam(classifier, images: np.ndarray, class_index: int | None = None) -> np.ndarray:
     """Grad-CAM heatmaps in [0, 1], one ``(height, width)`` map per image.
 
     The map weighs the backbone's last feature map by the gradient of the predicted (or
-    ``class_index``) probability with respect to it.
+    ``class_index``) probability with respect to it, taken with the Keras backend's own gradients
+    (TensorFlow, JAX or PyTorch).
     """
     import keras
-    import tensorflow as tf
+    from keras import ops
 
     layers = classifier.model.layers[1:]
     position = next((i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)), None)
     if position is None:
         raise ValueError("Grad-CAM needs a model with a backbone sub-model; none found.")
     before, backbone, after = layers[:position], layers[position], layers[position + 1 :]
-    x = tf.convert_to_tensor(np.asarray(images, dtype="float32"))
+    x = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
     for layer in before:
         x = layer(x)
     features = backbone(x, training=False)
-    with tf.GradientTape() as tape:
-        tape.watch(features)
-        y = features
+
+    def head(f):
         for layer in after:
-            y = layer(y)
-        chosen = tf.argmax(y, axis=-1) if class_index is None else tf.fill([tf.shape(y)[0]], class_index)
-        score = tf.gather(y, chosen, axis=1, batch_dims=1)
-    grads = tape.gradient(score, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
-    cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
-    cam = tf.image.resize(cam[..., None], classifier.image_size)[..., 0]
-    return cam.numpy()
+            f = layer(f, training=False)  # Keras passes `training` on only to layers that take it
+        return f
+
+    probabilities = ops.convert_to_numpy(head(features))
+    chosen = probabilities.argmax(axis=-1) if class_index is None else np.full(len(probabilities), class_index)
+    mask = ops.convert_to_tensor(np.eye(probabilities.shape[-1], dtype="float32")[chosen])
+    grads = _gradient(lambda f: head(f) * mask, features)
+    weights = ops.mean(grads, axis=(1, 2), keepdims=True)
+    cam = ops.relu(ops.sum(weights * features, axis=-1))
+    cam = cam / (ops.max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+    cam = ops.image.resize(cam[..., None], classifier.image_size)[..., 0]
+    return ops.convert_to_numpy(cam)
 
 
 def plot_gradcam(classifier, images: np.ndarray, path: os.PathLike | str, columns: int = 4) -> Path:

@@ -1,0 +1,54 @@
+"""Run in a fresh process with KERAS_BACKEND=jax by tests/test_backends.py: trains on both paths, then
+predicts, evaluates, draws Grad-CAM, saves and reloads; prints one JSON line of what it saw."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import keras  # noqa: E402
+
+from conftest import make_tree, tiny_trainer  # noqa: E402  (registers the test CNN)
+
+import transferkit.features  # noqa: E402
+from transferkit import ImageFolder, load_model  # noqa: E402
+from transferkit.evaluate import evaluate  # noqa: E402
+from transferkit.plots import gradcam  # noqa: E402
+
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+built = []
+original_init = transferkit.features.FrozenFeatures.__init__
+
+
+def counting_init(self, *args, **kwargs):
+    built.append(1)
+    original_init(self, *args, **kwargs)
+
+
+transferkit.features.FrozenFeatures.__init__ = counting_init  # which path did each run take?
+data = ImageFolder(make_tree(root / "pets", {"cats": 16, "dogs": 16}), image_size=(32, 32), batch_size=8,
+                   split=(0.5, 0.25, 0.25), seed=3)
+report = {"backend": keras.backend.backend()}
+for name, cached in (("cached", True), ("exact", False)):
+    trainer = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2,
+                           cache_features=cached)
+    before = len(built)
+    result = trainer.fit(data, epochs=4, fine_tune_epochs=1, verbose=0)
+    images = data.images("test")
+    probabilities = result.classifier.predict(images)
+    saved = trainer.save(out / f"{name}.keras")
+    reloaded = load_model(saved).predict(images)
+    cam = gradcam(result.classifier, images[:4])
+    report[name] = {
+        "history_epochs": len(result.history["loss"]), "phase_boundary": result.phase_boundary,
+        "train_accuracy": result.history["accuracy"][-1],
+        "test_accuracy": evaluate(result.classifier, data, split="test").accuracy,
+        "reload_difference": float(np.abs(reloaded - probabilities).max()),
+        "cam_shape": list(cam.shape), "cam_max": float(cam.max()), "cam_finite": bool(np.isfinite(cam).all()),
+        "probabilities_sum": float(np.abs(probabilities.sum(axis=1) - 1).max()),
+        "features_computed": len(built) - before,
+    }
+print(json.dumps(report))
