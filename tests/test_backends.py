@@ -1,5 +1,6 @@
-"""The JAX tier: the same library on Keras's JAX backend, in a process of its own (marked `jax`;
-skipped, saying why, where JAX is not installed). PyTorch is not supported yet (see docs)."""
+"""The other backends' tier: the same library on Keras's JAX and PyTorch backends, each in a process of
+its own (marked `backends`; skipped, saying why, where the backend's package is not installed). CI
+installs JAX (the dev extra); PyTorch runs where it is installed."""
 
 import json
 import os
@@ -9,18 +10,19 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.jax
+pytestmark = pytest.mark.backends
 HERE = Path(__file__).parent
 
 
-def test_training_prediction_gradcam_and_save_load_on_jax(tmp_path):
-    pytest.importorskip("jax", reason="JAX is not installed (pip install 'transferkit[jax]')")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run = subprocess.run([sys.executable, str(HERE / "jax_run.py"), str(tmp_path / "data"), str(tmp_path)],
+@pytest.mark.parametrize("backend, package", [("jax", "jax"), ("torch", "torch")])
+def test_training_prediction_gradcam_and_save_load(backend, package, tmp_path):
+    pytest.importorskip(package, reason=f"{package} is not installed: the {backend} backend cannot be tested here")
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, str(HERE / "backend_run.py"), str(tmp_path / "data"), str(tmp_path)],
                          capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["backend"] == "jax"
+    assert report["backend"] == backend
     for name in ("cached", "exact"):
         seen = report[name]
         assert seen["history_epochs"] == 5 and seen["phase_boundary"] == 4, seen

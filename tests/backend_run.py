@@ -1,5 +1,5 @@
-"""Run in a fresh process with KERAS_BACKEND=jax by tests/test_backends.py: trains on both paths, then
-predicts, evaluates, draws Grad-CAM, saves and reloads; prints one JSON line of what it saw."""
+"""Run in a fresh process with KERAS_BACKEND set (jax, torch) by tests/test_backends.py: trains on both
+paths, then predicts, evaluates, draws Grad-CAM, saves and reloads; prints one JSON line of what it saw."""
 
 import json
 import sys
