@@ -112,7 +112,7 @@ def test_export_command_compares_and_records(classifier, tiny_data, trained, tmp
                  "--data-dir", str(tiny_data.root)]) == 0
     out = capsys.readouterr()
     exported = tmp_path / "model_int8_uint8io.tflite"
-    record = json.loads((tmp_path / ("model_int8_uint8io" + PARITY_SUFFIX)).read_text())
+    record = json.loads((tmp_path / (exported.name + PARITY_SUFFIX)).read_text())
     assert exported.exists() and "agree on" in out.out
     assert record["quantize"] == "int8" and record["integer_io"] == "uint8"
     assert record["count"] == len(tiny_data.files("test")) and 0.5 <= record["agreement"] <= 1.0

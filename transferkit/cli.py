@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "inside a .tflite file as TFLite metadata (an .onnx file: in its metadata), "
                                         "and beside it as labels.txt and "
                                         "transferkit.json. With --data-dir, the export is compared with the Keras "
-                                        "model on the held-out images and the result recorded (NAME.parity.json).")
+                                        "model on the held-out images and the result recorded (OUTPUT.parity.json).")
     p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
     p.add_argument("--format", choices=["keras", "savedmodel", "tflite", "onnx"], default="tflite",
                    help="output format (onnx needs transferkit[onnx])")
@@ -506,7 +506,7 @@ def cmd_export(args) -> int:
         return 0
     split = "test" if data.test is not None else "validation"
     parity = check_parity(classifier, path, data, split=split)
-    record = path.parent / (path.name.removesuffix(path.suffix) + PARITY_SUFFIX)
+    record = path.parent / (path.name + PARITY_SUFFIX)  # model_int8.tflite -> model_int8.tflite.parity.json
     parity.save(record)
     print(f"On the {split} split: {parity}\nRecorded in {record}")
     return 0

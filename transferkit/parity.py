@@ -22,7 +22,7 @@ from transferkit.progress import progress
 
 __all__ = ["Parity", "check_parity", "parity_table", "PARITY_SUFFIX"]
 
-#: ``check_parity``'s record beside an exported file: ``model_int8.tflite`` -> ``model_int8.parity.json``.
+#: ``check_parity``'s record beside an exported file: ``model_int8.tflite`` -> ``model_int8.tflite.parity.json``.
 PARITY_SUFFIX = ".parity.json"
 
 
