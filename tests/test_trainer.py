@@ -209,3 +209,30 @@ def test_mirror_test_time_augmentation_averages_image_and_mirror(trained, tiny_d
     half = images.copy()
     half[:, :, :16] = 128  # an image whose mirror differs: TTA must change its prediction
     assert not np.allclose(trainer.classifier.predict(half, tta=True), trainer.predict(half))
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_mixed_precision_computes_in_bfloat16_and_keeps_float32_logits(tiny_data, cached, tmp_path):
+    import keras
+
+    from transferkit import load_model
+
+    trainer = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2,
+                           cache_features=cached, mixed_precision="mixed_bfloat16")
+    result = trainer.fit(tiny_data, epochs=3, fine_tune_epochs=1, verbose=0)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+    conv = trainer.backbone_model.get_layer("block1_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    head = trainer.model.layers[-1]
+    assert head.logits.compute_dtype == "float32"
+    images = tiny_data.images("test")
+    probabilities = result.classifier.predict(images)
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert result.history["accuracy"][-1] > 0.7  # it still learns
+    reloaded = load_model(trainer.save(tmp_path / "m.keras")).predict(images)
+    # Keras does not save a functional sub-model's own policy, so the reloaded backbone rounds its input
+    # to bfloat16 one layer later: equal to bfloat16's precision, not bit for bit.
+    np.testing.assert_allclose(reloaded, probabilities, atol=2e-3)
+    assert (reloaded.argmax(1) == probabilities.argmax(1)).all()
+    with pytest.raises(ValueError, match="mixed_precision"):
+        tiny_trainer(mixed_precision="float8")

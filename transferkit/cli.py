@@ -86,6 +86,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="run the exact recipe (the whole network every step) instead of training on frozen "
                         "features computed once")
     p.add_argument("--views", type=int, default=3, help="augmented views per training image for the fast path")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in float16 on a GPU, bfloat16 elsewhere; the logits stay float32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +294,7 @@ def _trainer_from_args(args):
         unfreeze_from=args.unfreeze_from, learning_rate=args.learning_rate,
         fine_tune_lr_factor=args.fine_tune_lr_factor, seed=args.seed,
         cache_features=not args.exact, views=args.views, cache_dir=args.cache_dir,
+        mixed_precision=args.mixed_precision,
     )
     if args.fine_tune_epochs:
         trainer.check((args.image_size, args.image_size))

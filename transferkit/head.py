@@ -58,7 +58,8 @@ class ClassifierHead(keras.layers.Layer):
             keras.layers.Dense(hidden_units, activation=hidden_activation, name="hidden") if hidden_units else None
         )
         self.drop = keras.layers.Dropout(dropout, name="dropout")
-        self.logits = keras.layers.Dense(self.units, name="logits") if num_classes else None
+        # float32 logits whatever the policy: a mixed-precision loss and sigmoid stay exact
+        self.logits = keras.layers.Dense(self.units, name="logits", dtype="float32") if num_classes else None
 
     @property
     def units(self) -> int | None:

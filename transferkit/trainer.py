@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import time
@@ -151,6 +153,7 @@ class TwoPhaseTrainer:
         mirror_features: bool = True,
         augmentation_seed: int | None = None,
         cache_unfreeze_points: tuple | list = (),
+        mixed_precision: bool | str = False,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
@@ -189,6 +192,10 @@ class TwoPhaseTrainer:
         self.mirror_features = bool(mirror_features)
         self.augmentation_seed = augmentation_seed
         self.cache_unfreeze_points = list(cache_unfreeze_points)
+        if mixed_precision not in (False, True, "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"mixed_precision={mixed_precision!r}: use True (float16 on a GPU, bfloat16 elsewhere), "
+                             "'mixed_float16', 'mixed_bfloat16' or False.")
+        self.mixed_precision = mixed_precision
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
         self.classifier: Classifier | None = None
@@ -220,9 +227,30 @@ class TwoPhaseTrainer:
             "mirror_features": self.mirror_features,
             "augmentation_seed": self.augmentation_seed,
             "cache_unfreeze_points": self.cache_unfreeze_points,
+            "mixed_precision": self.mixed_precision,
         }
 
     # -- model --------------------------------------------------------------------------------
+
+    @property
+    def precision_policy(self) -> str:
+        """The Keras dtype policy the model is built with: ``"float32"`` unless ``mixed_precision``;
+        ``True`` picks ``"mixed_float16"`` where a GPU is visible and ``"mixed_bfloat16"`` elsewhere."""
+        if self.mixed_precision is False:
+            return "float32"
+        if self.mixed_precision is True:
+            return "mixed_float16" if _gpu_visible() else "mixed_bfloat16"
+        return self.mixed_precision
+
+    @contextlib.contextmanager
+    def _precision(self):
+        """Layers made inside use the precision policy (the logits and probabilities stay float32)."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision_policy)
+        try:
+            yield
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     @property
     def _augmentation_seed(self):
@@ -244,6 +272,10 @@ class TwoPhaseTrainer:
         image_size = tuple(int(s) for s in image_size)
         if self.image_size is not None and self.image_size != image_size:
             raise ValueError(f"The trainer was set to image_size={self.image_size} but the data is {image_size}.")
+        with self._precision():
+            return self._build(class_names, image_size)
+
+    def _build(self, class_names, image_size) -> keras.Model:
         head = self.head.with_num_classes(len(class_names))
         inputs = keras.Input((*image_size, 3), name="image")
         preprocessing = self.spec.preprocessing_layer()
@@ -259,7 +291,8 @@ class TwoPhaseTrainer:
         augment = self._augmentation_layer()
         logits = head(features(augment(inputs) if augment is not None else inputs))
         self.model = keras.Model(inputs, logits, name=f"{self.backbone}_classifier")
-        probabilities = ClassProbabilities(class_names, image_size, name="probabilities")(head(features(inputs)))
+        probabilities = ClassProbabilities(class_names, image_size, name="probabilities",
+                                           dtype="float32")(head(features(inputs)))
         self.classifier = Classifier(keras.Model(inputs, probabilities, name=f"{self.backbone}_classifier"))
         self._head, self._augment, self._preprocessing = head, augment, preprocessing
         return self.model
@@ -442,6 +475,16 @@ class TwoPhaseTrainer:
         return self._trained().save(path, overwrite=overwrite)
 
 
+def _gpu_visible() -> bool:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 class _PhaseLoop:
     """Runs each phase as one Keras ``fit`` of the model its recipe trains, with the run's callbacks,
     and times it."""
@@ -508,10 +551,14 @@ class _CachedRecipe:
             seed=trainer._augmentation_seed, shuffle_seed=trainer.seed,
             augmentation_config=trainer.get_config()["augmentation"], verbose=0 if verbose == 0 else 1,
             identity={"backbone": trainer.backbone, "backbone_options": trainer.backbone_options,
-                      "weights": trainer.weights},
+                      "weights": trainer.weights, "precision": trainer.precision_policy},
         )
 
     def model(self, phase: int) -> keras.Model:
+        with self.trainer._precision():  # the same policy as the full model (float16 then gets loss scaling)
+            return self._model(phase)
+
+    def _model(self, phase: int) -> keras.Model:
         head = self.trainer._head
         if phase == 1:
             pooled = keras.Input(self.features.pooled_shape, name="pooled_features")
