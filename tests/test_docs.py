@@ -72,6 +72,11 @@ def environment(tmp_path_factory):
 
 
 def _run_shell(code: str) -> None:
+    """`transferkit ...` runs in this process; `VAR=value transferkit ...` in a process of its own with
+    that environment (a Keras backend, say, must be chosen before Keras is imported)."""
+    import subprocess
+    import sys
+
     from transferkit.cli import main
 
     for line in code.splitlines():
@@ -79,10 +84,20 @@ def _run_shell(code: str) -> None:
         if not line or line.startswith("#"):
             continue
         words = shlex.split(line)
+        env = {}
+        while "=" in words[0] and not words[0].startswith("-"):
+            key, value = words.pop(0).split("=", 1)
+            env[key] = value
         if words[0] in NOT_RUN_COMMANDS:
             continue
         assert words[0] == "transferkit", f"no runner for the shell line {line!r}"
-        assert main(words[1:]) == 0, f"`{line}` failed"
+        if env:
+            run = subprocess.run([sys.executable, "-c", "import sys; from transferkit.cli import main; "
+                                  "sys.exit(main(sys.argv[1:]))", *words[1:]], env={**os.environ, **env},
+                                 capture_output=True, text=True, timeout=900)
+            assert run.returncode == 0, f"`{line}` failed: {run.stderr[-3000:]}"
+        else:
+            assert main(words[1:]) == 0, f"`{line}` failed"
 
 
 @pytest.mark.docs

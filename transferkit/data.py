@@ -118,8 +118,21 @@ def pass_rng(seed: int, k: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(k)])
 
 
-def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = None, start_pass: int = 0,
-                  mirror: bool = False):
+class PassClock:
+    """Which pass a shuffled dataset serves, set from outside (the trainer sets it at each epoch's
+    start) instead of counted from the iterators made: Keras's JAX trainer and ``tf.distribute``
+    strategies make one more iterator than they use, which would shift every epoch's order by a pass.
+
+    >>> clock = PassClock(3); clock.value
+    3
+    """
+
+    def __init__(self, start: int = 0):
+        self.value = int(start)
+
+
+def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = None,
+                  start_pass: int | PassClock = 0, mirror: bool = False):
     """Batches ``(arrays[0][i], ..., labels[i])`` for ``i`` in ``indices``, as a ``tf.data.Dataset``.
 
     The last array holds the labels (kept as int32); the others are cast to float32. Rows are
@@ -128,7 +141,8 @@ def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = N
     Without ``shuffle_seed`` the order is ``indices``. With it, pass ``k`` over the dataset (``k``
     counted from ``start_pass``) takes a permutation drawn from `pass_rng` ``(shuffle_seed, k)``,
     so the order depends neither on TensorFlow's global seed nor on earlier passes. A 2-D
-    ``indices`` gives pass ``k`` the row ``k % len(indices)``; a callable ``indices(k, rng)`` gives
+    ``indices`` gives pass ``k`` the row ``k % len(indices)``; a `PassClock` as ``start_pass`` says which
+    pass each new iterator serves; a callable ``indices(k, rng)`` gives
     pass ``k`` the rows it returns. With ``mirror`` (and a seed), each sample's 4-D arrays are
     mirrored left-right with probability 1/2, drawn from the same generator.
     """
@@ -158,10 +172,10 @@ def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = N
 
     if shuffle_seed is not None:
         rows = indices.reshape(-1, indices.shape[-1])  # 2-D: pass k draws from row k % rows
-        passes = iter(range(int(start_pass), 2**62))
+        passes = iter(range(int(start_pass.value if isinstance(start_pass, PassClock) else start_pass), 2**62))
 
         def order():
-            k = next(passes)
+            k = start_pass.value if isinstance(start_pass, PassClock) else next(passes)
             rng = pass_rng(shuffle_seed, k)
             chosen = chooser(k, rng) if chooser else rng.permutation(rows[k % len(rows)])
             if mirror:
@@ -494,7 +508,7 @@ class ImageFolder:
         test = self._indices.get("test")
         self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
 
-    def _dataset(self, indices: np.ndarray, training: bool, start_pass: int = 0, seed: int | None = None):
+    def _dataset(self, indices: np.ndarray, training: bool, start_pass: int | PassClock = 0, seed: int | None = None):
         seed = (self.seed if seed is None else seed) if training else None
         return array_dataset((self._images, self._labels), indices, self.batch_size, seed, start_pass)
 
@@ -519,7 +533,7 @@ class ImageFolder:
         total = counts.sum()
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
-    def dataset(self, split: str, shuffle: bool = False, start_pass: int = 0, seed: int | None = None):
+    def dataset(self, split: str, shuffle: bool = False, start_pass: int | PassClock = 0, seed: int | None = None):
         """A ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` readable images:
         unshuffled, in the order of ``files(split)`` (e.g. to evaluate a model), or with ``shuffle``
         reshuffled every pass as ``train`` is (with ``seed``, or this folder's), its first pass being

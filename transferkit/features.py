@@ -40,9 +40,8 @@ import numpy as np
 
 from transferkit.data import array_dataset, unique_partial, write_atomically
 from transferkit.npyfile import NpyFile
+from transferkit import distribute
 from transferkit.progress import progress
-
-_TENSORFLOW = keras.backend.backend() == "tensorflow"  # other backends take tf.data's tensors as arrays
 
 __all__ = ["split_backbone", "crossing_tensors", "FrozenFeatures"]
 
@@ -137,7 +136,7 @@ class FrozenFeatures:
     def __init__(self, data, backbone: keras.Model, head_pool, preprocessing=None, augment=None, *,
                  cut: int | None = None, phases=(1, 2), also_cuts=(), views: int = 3, dtype: str = "float16",
                  cache_dir: os.PathLike | str | None = None, augmentation_config=None, seed=None,
-                 shuffle_seed=None, verbose: int = 0, identity: dict | None = None):
+                 shuffle_seed=None, verbose: int = 0, identity: dict | None = None, distribution=None):
         if views < 1:
             raise ValueError(f"views={views!r}: need at least one view per image.")
         self.views = views if augment is not None else 1  # without augmentation every view is the same
@@ -204,7 +203,8 @@ class FrozenFeatures:
             elif entry in to_fill:
                 entry.arrays = {split: self._create(cache_dir, entry, split, rows) for split, rows in sizes.items()}
         if to_fill:
-            extractor = self._extractor(backbone, to_fill, head_pool, preprocessing)
+            extractor = distribute.extractor(self._extractor(backbone, to_fill, head_pool, preprocessing),
+                                             distribution)
             self._fill(data.dataset("train"), [a for e in to_fill for a in e.arrays["train"]], extractor, augment,
                        verbose)
             self._fill(data.dataset("validation"), [a for e in to_fill for a in e.arrays["validation"]], extractor,
@@ -327,10 +327,9 @@ class FrozenFeatures:
             if view > 0:  # augmentation runs in the input pipeline, in training mode
                 source = dataset.map(augmented)  # in order: seeds repeat
             for images, _ in source.prefetch(tf.data.AUTOTUNE):
-                values = extractor.predict_on_batch(images if _TENSORFLOW else np.asarray(images))
-                values = values if isinstance(values, (list, tuple)) else [values]
+                values = extractor(np.asarray(images))
                 for array, value in zip(arrays, values):
-                    array[row : row + len(value)] = np.asarray(value).astype(self.dtype)
+                    array[row : row + len(value)] = value.astype(self.dtype)
                 row += len(values[0])
                 bar.update(len(values[0]))
         bar.close()
@@ -351,7 +350,7 @@ class FrozenFeatures:
     # -- datasets -----------------------------------------------------------------------------
 
     def phase_dataset(self, which: str, phase: int, random_views: bool = False, mirror: bool = False,
-                      start_pass: int = 0):
+                      start_pass=0):
         """``(inputs, labels)`` batches for ``phase`` (1: pooled features; 2: crossing activations).
         The training set serves view ``k % views`` on its ``k``-th pass (counted from ``start_pass``),
         shuffled; with ``random_views`` each image gets a view drawn at random on every pass instead.

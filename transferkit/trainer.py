@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from transferkit import distribute
 from transferkit.augment import PRESETS
 from transferkit.augment import augmentation as make_augmentation
 from transferkit.backbones import get_backbone, get_backbone_spec
 from transferkit.callbacks import ShowFullModel
 from transferkit.checkpoint import RunCheckpoint
+from transferkit.data import PassClock
 from transferkit.features import FrozenFeatures, split_backbone
 from transferkit.head import ClassifierHead, ClassProbabilities
 from transferkit.model import Classifier
@@ -154,6 +156,7 @@ class TwoPhaseTrainer:
         augmentation_seed: int | None = None,
         cache_unfreeze_points: tuple | list = (),
         mixed_precision: bool | str = False,
+        distribution=None,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
@@ -196,6 +199,8 @@ class TwoPhaseTrainer:
             raise ValueError(f"mixed_precision={mixed_precision!r}: use True (float16 on a GPU, bfloat16 elsewhere), "
                              "'mixed_float16', 'mixed_bfloat16' or False.")
         self.mixed_precision = mixed_precision
+        distribute.check(distribution)
+        self.distribution = distribution  # how many devices is how, not what: not in get_config
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
         self.classifier: Classifier | None = None
@@ -244,11 +249,13 @@ class TwoPhaseTrainer:
 
     @contextlib.contextmanager
     def _precision(self):
-        """Layers made inside use the precision policy (the logits and probabilities stay float32)."""
+        """Layers made inside use the precision policy (the logits and probabilities stay float32), and
+        variables, models and optimizers belong to the distribution, if any."""
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.precision_policy)
         try:
-            yield
+            with distribute.scope(self.distribution):
+                yield
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -502,15 +509,22 @@ class _PhaseLoop:
         start = time.perf_counter()
         first_epoch = max(first_epoch, self.progress.epochs_done)
         model = self.recipe.model(phase)
-        self.trainer.compile(learning_rate, model)
+        with self.trainer._precision():
+            self.trainer.compile(learning_rate, model)
         self.progress.restore(model, phase)
-        train, validation = self.recipe.datasets(phase, first_epoch)
+        # The training order of epoch e is pass e of the data, told by the epoch's start rather than counted
+        # from the iterators made: JAX's trainer and tf.distribute strategies make one they do not use.
+        first_pass = PassClock(first_epoch)
+        clock = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: setattr(first_pass, "value",
+                                                                                            epoch))
+        train, validation = self.recipe.datasets(phase, first_pass)
         record_epoch, record_phase = self.progress.callbacks(model, phase)
         user = ShowFullModel(self.callbacks, self.trainer.model, phase, begins_run=phase == self.phases[0],
                              ends_run=phase == self.phases[-1])
-        self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
-                                        epochs=last_epoch, callbacks=[record_epoch, user, record_phase],
-                                        **self.run_options))
+        with distribute.scope(self.trainer.distribution):
+            self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
+                                            epochs=last_epoch, callbacks=[clock, record_epoch, user, record_phase],
+                                            **self.run_options))
         self.seconds[phase - 1] = time.perf_counter() - start
 
 
@@ -552,6 +566,7 @@ class _CachedRecipe:
             augmentation_config=trainer.get_config()["augmentation"], verbose=0 if verbose == 0 else 1,
             identity={"backbone": trainer.backbone, "backbone_options": trainer.backbone_options,
                       "weights": trainer.weights, "precision": trainer.precision_policy},
+            distribution=trainer.distribution,
         )
 
     def model(self, phase: int) -> keras.Model:

@@ -1,0 +1,46 @@
+"""Several devices of one machine, on the CPU: TensorFlow split into two logical devices under
+MirroredStrategy, and JAX with two host devices under DataParallel. The same run on one device and on
+two, same global batch (an uneven last batch included), ends with the same weights on both paths.
+Each run is a process of its own (marked `devices`)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.devices
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_two_devices_train_to_the_one_device_weights(backend, tmp_path):
+    if backend == "jax":
+        pytest.importorskip("jax", reason="JAX is not installed (pip install 'transferkit[jax]')")
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run = subprocess.run([sys.executable, str(HERE / "devices_run.py"), str(tmp_path)], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    for path in ("cached", "exact"):
+        seen = report[path]
+        assert seen["replicas"] == 2, seen
+        # summation order across devices differs; anything beyond float32 rounding would be a real difference
+        assert seen["largest_weight_difference"] < 1e-5 * max(1.0, seen["largest_weight"]), seen
+        assert seen["val_accuracy"][0] == seen["val_accuracy"][1], seen
+
+
+def test_a_distribution_that_does_not_fit_the_backend_is_refused():
+    from conftest import tiny_trainer
+
+    class Mesh:
+        device_mesh = distribute_dataset = scope = None
+
+    with pytest.raises(ValueError, match="needs the JAX backend"):
+        tiny_trainer(distribution=Mesh())
+    with pytest.raises(TypeError, match="tf.distribute strategy"):
+        tiny_trainer(distribution="two GPUs")
