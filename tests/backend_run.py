@@ -44,7 +44,7 @@ for name, cached in (("cached", True), ("exact", False)):
     cam = gradcam(result.classifier, images[:4])
     report[name] = {
         "history_epochs": len(result.history["loss"]), "phase_boundary": result.phase_boundary,
-        "train_accuracy": result.history["accuracy"][-1],
+        "first_loss": result.history["loss"][0], "last_loss": result.history["loss"][-1],
         "test_accuracy": evaluate(result.classifier, data, split="test").accuracy,
         "reload_difference": float(np.abs(reloaded - probabilities).max()),
         "cam_shape": list(cam.shape), "cam_max": float(cam.max()), "cam_finite": bool(np.isfinite(cam).all()),

@@ -26,7 +26,7 @@ def test_training_prediction_gradcam_and_save_load(backend, package, tmp_path):
     for name in ("cached", "exact"):
         seen = report[name]
         assert seen["history_epochs"] == 5 and seen["phase_boundary"] == 4, seen
-        assert seen["train_accuracy"] > 0.75 and seen["test_accuracy"] >= 0.75, seen  # it learnt
+        assert seen["last_loss"] < 0.9 * seen["first_loss"] and seen["test_accuracy"] >= 0.75, seen  # it learnt
         assert seen["reload_difference"] < 1e-5, seen  # .keras round trip
         assert seen["cam_shape"] == [4, 32, 32] and seen["cam_finite"] and seen["cam_max"] > 0.5, seen
         assert seen["probabilities_sum"] < 1e-5, seen
