@@ -26,7 +26,7 @@ data = ImageFolder(make_tree(root / "pets", {"cats": 14, "dogs": 14}), image_siz
                    split=(0.5, 0.25, 0.25), seed=3)  # 14 training images: the last batch of each epoch is uneven
 report = {"backend": keras.backend.backend()}
 for path, cached in (("cached", True), ("exact", False)):
-    weights, accuracy = [], []
+    weights, accuracy, predictions = [], [], []
     for distribution in (None, distribute.for_devices(2)):
         trainer = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2,
                                cache_features=cached, head={"dropout": 0.0}, augmentation=None,
@@ -34,8 +34,11 @@ for path, cached in (("cached", True), ("exact", False)):
         result = trainer.fit(data, epochs=3, fine_tune_epochs=2, verbose=0)
         weights.append([np.asarray(v) for v in trainer.model.weights])
         accuracy.append(result.history["val_accuracy"])
+        predictions.append(result.classifier.predict(data.images("test")))  # one row per image, either way
     report[path] = {"replicas": distribute.replicas(distribute.for_devices(2)),
                     "largest_weight_difference": max(float(np.abs(a - b).max()) for a, b in zip(*weights)),
                     "largest_weight": max(float(np.abs(a).max()) for a in weights[0]),
-                    "val_accuracy": accuracy}
+                    "val_accuracy": accuracy,
+                    "prediction_shapes": [list(p.shape) for p in predictions],
+                    "largest_prediction_difference": float(np.abs(predictions[0] - predictions[1]).max())}
 print(json.dumps(report))

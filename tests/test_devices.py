@@ -32,6 +32,8 @@ def test_two_devices_train_to_the_one_device_weights(backend, tmp_path):
         # summation order across devices differs; anything beyond float32 rounding would be a real difference
         assert seen["largest_weight_difference"] < 1e-5 * max(1.0, seen["largest_weight"]), seen
         assert seen["val_accuracy"][0] == seen["val_accuracy"][1], seen
+        assert seen["prediction_shapes"][0] == seen["prediction_shapes"][1], seen  # the model predicts as usual
+        assert seen["largest_prediction_difference"] < 1e-4, seen
 
 
 def test_a_distribution_that_does_not_fit_the_backend_is_refused():
@@ -44,3 +46,18 @@ def test_a_distribution_that_does_not_fit_the_backend_is_refused():
         tiny_trainer(distribution=Mesh())
     with pytest.raises(TypeError, match="tf.distribute strategy"):
         tiny_trainer(distribution="two GPUs")
+
+
+def test_train_command_on_two_devices(tiny_data, tmp_path):
+    script = HERE / "cli_with_test_cnn.py"
+    run = subprocess.run([sys.executable, str(script), "train", str(tiny_data.root), "--backbone", "test_cnn",
+                          "--weights", "none", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "1",
+                          "--unfreeze-from", "block2", "--devices", "2", "--output", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Training on 2 logical CPU devices" in run.stdout
+    assert (tmp_path / "run" / "report.html").exists()
+    bad = subprocess.run([sys.executable, str(script), "train", str(tiny_data.root), "--devices", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--devices" in bad.stderr

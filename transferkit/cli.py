@@ -46,6 +46,18 @@ def _option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of devices (1 or more) or 'all'.")
+    return count
+
+
 def _weights(text: str):
     return None if text.lower() == "none" else text
 
@@ -117,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --output after its last finished epoch (a checkpoint is written "
                         "after every epoch into OUTPUT/checkpoint)")
     p.add_argument("--log-dir", default=None, help="also write TensorBoard logs here (both phases as one run)")
+    p.add_argument("--devices", type=_devices, default=1, metavar="N|all",
+                   help="train data-parallel on N devices (GPUs; without GPUs, N logical CPU devices sharing the "
+                        "same cores, for trying it out): MirroredStrategy on TensorFlow, DataParallel on JAX")
     p.add_argument("--json", action="store_true", help="end with the run's metrics as one JSON line "
                                                        "instead of the summary")
     add_data_options(p)
@@ -314,12 +329,14 @@ def cmd_train(args) -> int:
     if checkpoint.exists() and not (args.overwrite or args.resume):
         raise FileExistsError(f"{output} holds the checkpoint of an unfinished run; pass --resume to continue it, "
                               "--overwrite to start again, or choose another --output.")
+    distribution = _distribution(args.devices)  # before TensorFlow runs anything: it may split the CPU
     trainer = _check_train_args(args)
+    trainer.distribution = distribution
     if args.overwrite and not args.resume and checkpoint.exists():
         shutil.rmtree(checkpoint)  # asked for with --overwrite
     if args.resume and (checkpoint / "checkpoint.json").exists():
         print(f"Resuming the run in {output} from its last finished epoch.")
-    print(_device_line())
+    print(_device_line(trainer.distribution))
     data = load_data(args)
     callbacks = [PhaseSummary()]
     if args.log_dir:
@@ -337,13 +354,46 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _device_line() -> str:
-    """Which device Keras will train on."""
+def _distribution(devices):
+    """The distribution for ``--devices`` (None for one device), made before the backend runs anything."""
+    import keras
+
+    from transferkit import distribute
+
+    if devices == 1:
+        return None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            if devices == "all":
+                return None  # one CPU
+            distribute.logical_cpu_devices(devices)
+    try:
+        return distribute.for_devices(devices)
+    except ValueError as exc:
+        raise UsageError(f"--devices {devices}: {exc}") from None
+
+
+def _device_line(distribution=None) -> str:
+    """Which devices Keras will train on."""
+    import keras
+
+    from transferkit import distribute
+
+    count = distribute.replicas(distribution)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        kinds = sorted({d.platform.upper() for d in jax.devices()})
+        return f"Training on {count} of {len(jax.devices())} JAX device(s) ({', '.join(kinds)})"
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        return f"Training on GPU: {', '.join(g.name for g in gpus)}"
+        return f"Training on {count} GPU(s) of: {', '.join(g.name for g in gpus)}"
+    if count > 1:
+        return f"Training on {count} logical CPU devices (TensorFlow sees no GPU; they share the same cores)"
     return "Training on CPU (TensorFlow sees no GPU)"
 
 

@@ -248,16 +248,20 @@ class TwoPhaseTrainer:
         return self.mixed_precision
 
     @contextlib.contextmanager
-    def _precision(self):
-        """Layers made inside use the precision policy (the logits and probabilities stay float32), and
-        variables, models and optimizers belong to the distribution, if any."""
+    def _precision_only(self):
+        """Layers made inside use the precision policy (the logits and probabilities stay float32)."""
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.precision_policy)
         try:
-            with distribute.scope(self.distribution):
-                yield
+            yield
         finally:
             keras.config.set_dtype_policy(previous)
+
+    @contextlib.contextmanager
+    def _precision(self):
+        """The precision policy, and variables, models and optimizers that belong to the distribution."""
+        with self._precision_only(), distribute.scope(self.distribution):
+            yield
 
     @property
     def _augmentation_seed(self):
@@ -438,9 +442,21 @@ class TwoPhaseTrainer:
             recipe.close()
         progress.restore_variables()  # a run that was already finished trains nothing
         recipe.finish(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
+        if self.distribution is not None:
+            self.classifier = self._one_device_copy(self.classifier)
         return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
                               phase_seconds=(loop.seconds[0] + preparation, loop.seconds[1]),
                               histories=tuple(loop.histories))
+
+    def _one_device_copy(self, classifier: Classifier) -> Classifier:
+        """The trained classifier made again outside the distribution, with its weights: a model made
+        under a strategy gives every replica the whole of a ``predict_on_batch`` batch."""
+        with self._precision_only():
+            model = keras.models.clone_model(classifier.model)
+        model.set_weights([np.asarray(w) for w in classifier.model.get_weights()])
+        copy = Classifier(model)
+        copy.split = classifier.split
+        return copy
 
     def _recipe(self, data, index: int, phases: list[int], verbose):
         """How the phases run: on cached features (`_CachedRecipe`) when asked and the data can give
