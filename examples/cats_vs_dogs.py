@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    "(default: runs/cats_vs_dogs)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and weights (default: 42)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in float16 on a GPU, bfloat16 elsewhere (the logits stay float32)")
     p.add_argument("--exact", action="store_true", help="the exact recipe: fresh augmentation every epoch and the "
                    "whole network every step, instead of frozen features computed once (3 augmented views)")
     p.add_argument("--seed-recipe", action="store_true",
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
         recipe["cache_features"] = False
     trainer = TwoPhaseTrainer(backbone="mobilenet_v2", weights=weights, head={"dropout": 0.2},
                               augmentation="default", unfreeze_from=unfreeze, learning_rate=1e-4,
-                              seed=args.seed, **recipe)
+                              seed=args.seed, mixed_precision=args.mixed_precision, **recipe)
     print(f"{size[0]} px, unfreeze from {unfreeze}, phase-2 learning rate x{trainer.fine_tune_lr_factor}, "
           f"{'exact recipe' if not trainer.cache_features else 'frozen features computed once'}")
     try:
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
         print(f"  {f}")
     print(json.dumps({"val_accuracy_phase1": metrics["val_accuracy_phase1"],
                       "val_accuracy_phase2": metrics["val_accuracy_phase2"],
-                      "web_accuracy": None if web is None else web[0]}))
+                      "web_accuracy": None if web is None else web[0], "phase_seconds": [p1, p2]}))
     return 0
 
 

@@ -130,6 +130,14 @@ class TwoPhaseTrainer:
         cache_unfreeze_points: with ``cache_dir``, more unfreeze points whose phase-2 inputs are
             computed in the same pass over the images, for later runs (a search passes every point it
             may try). Results do not depend on it.
+        mixed_precision: ``True`` computes in float16 on a GPU and bfloat16 elsewhere (or name the
+            policy, ``"mixed_float16"`` / ``"mixed_bfloat16"``); variables, logits and probabilities
+            stay float32.
+        distribution: several devices of one machine: a ``tf.distribute`` strategy
+            (``MirroredStrategy``) on TensorFlow, a ``keras.distribution.DataParallel`` on JAX
+            (`transferkit.distribute.for_devices` makes either). Both phases and the feature
+            extraction run over its devices, each batch split between them; the result equals a
+            one-device run with the same batch size, and the classifier returned is a one-device model.
     """
 
     def __init__(
