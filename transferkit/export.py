@@ -80,6 +80,7 @@ def export(
             output included (Edge TPU, microcontrollers); `TFLiteClassifier` converts to and from them.
         metadata: TFLite only: pack the class names inside the file as TFLite metadata (needs
             ``transferkit[export]``); the sidecar files are written either way.
+        verbose: ``1`` shows int8 calibration's progress on stderr.
     """
     path = Path(path)
     if format not in FORMATS:
@@ -96,17 +97,16 @@ def export(
         raise ValueError(f"integer_io={integer_io!r} needs quantize='int8' (a full-integer model).")
     _refuse_to_overwrite(path, overwrite)
     description = _metadata(classifier, format, quantize, integer_io)
-    metadata, pack_metadata = description, metadata
 
     if format == "keras":
         return classifier.save(path, overwrite=overwrite)
     if format == "onnx":
-        return _export_onnx(classifier, path, metadata)
+        return _export_onnx(classifier, path, description)
     if format == "savedmodel":
         if path.exists():
             shutil.rmtree(path)
         classifier.model.export(str(path), format="tf_saved_model", verbose=False)
-        _write_sidecars(path, metadata)
+        _write_sidecars(path, description)
         return path
 
     import tensorflow as tf
@@ -132,11 +132,11 @@ def export(
             if integer_io:
                 converter.inference_input_type = converter.inference_output_type = getattr(tf, integer_io)
         flatbuffer = converter.convert()
-    if pack_metadata:
+    if metadata:
         flatbuffer = write_metadata(flatbuffer, description, integer_input=bool(integer_io))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
-    _write_sidecars(path.parent, metadata, stem=path.stem)
+    _write_sidecars(path.parent, description, stem=path.stem)
     return path
 
 

@@ -36,15 +36,19 @@ def _schemas():
 def _model_metadata(meta, description: dict, integer_input: bool) -> bytes:
     import flatbuffers
 
-    image = meta.TensorMetadataT()
-    image.name = "image"
-    image.description = f"RGB pixels, {description['input']}"
-    image.content = meta.ContentT()
-    image.content.contentPropertiesType = meta.ContentProperties.ImageProperties
-    image.content.contentProperties = meta.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = meta.ColorSpaceType.RGB
-    image.stats = meta.StatsT()
-    image.stats.max, image.stats.min = [255.0], [0.0]
+    def tensor(name, text, kind, properties, low, high):
+        entry = meta.TensorMetadataT()
+        entry.name, entry.description = name, text
+        entry.content = meta.ContentT()
+        entry.content.contentPropertiesType, entry.content.contentProperties = kind, properties
+        entry.stats = meta.StatsT()
+        entry.stats.min, entry.stats.max = [low], [high]
+        return entry
+
+    rgb = meta.ImagePropertiesT()
+    rgb.colorSpace = meta.ColorSpaceType.RGB
+    image = tensor("image", f"RGB pixels, {description['input']}", meta.ContentProperties.ImageProperties, rgb,
+                   0.0, 255.0)
     if not integer_input:  # the model takes 0-255 floats: MediaPipe's normalisation must leave them alone
         normalization = meta.ProcessUnitT()
         normalization.optionsType = meta.ProcessUnitOptions.NormalizationOptions
@@ -56,14 +60,8 @@ def _model_metadata(meta, description: dict, integer_input: bool) -> bytes:
     labels.name = LABELS_FILE
     labels.description = "Class names, one per line, in the order of the output's columns."
     labels.type = meta.AssociatedFileType.TENSOR_AXIS_LABELS
-    scores = meta.TensorMetadataT()
-    scores.name = "probability"
-    scores.description = description["output"]
-    scores.content = meta.ContentT()
-    scores.content.contentPropertiesType = meta.ContentProperties.FeatureProperties
-    scores.content.contentProperties = meta.FeaturePropertiesT()
-    scores.stats = meta.StatsT()
-    scores.stats.max, scores.stats.min = [1.0], [0.0]
+    scores = tensor("probability", description["output"], meta.ContentProperties.FeatureProperties,
+                    meta.FeaturePropertiesT(), 0.0, 1.0)
     scores.associatedFiles = [labels]
 
     about = meta.AssociatedFileT()
