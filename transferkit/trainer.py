@@ -164,7 +164,7 @@ class TwoPhaseTrainer:
         augmentation_seed: int | None = None,
         cache_unfreeze_points: tuple | list = (),
         mixed_precision: bool | str = False,
-        distribution=None,
+        distribution: object | None = None,
     ):
         self.spec = get_backbone_spec(backbone)
         if isinstance(head, dict):
