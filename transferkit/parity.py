@@ -20,7 +20,7 @@ import numpy as np
 
 from transferkit.progress import progress
 
-__all__ = ["Parity", "check_parity", "parity_table", "PARITY_SUFFIX"]
+__all__ = ["Parity", "check_parity", "parity_table", "parity_cells", "PARITY_COLUMNS", "PARITY_SUFFIX"]
 
 #: ``check_parity``'s record beside an exported file: ``model_int8.tflite`` -> ``model_int8.tflite.parity.json``.
 PARITY_SUFFIX = ".parity.json"
@@ -39,8 +39,7 @@ class Parity:
 
     @property
     def name(self) -> str:
-        return " ".join(x for x in (self.format, self.quantize or "", f"{self.integer_io} I/O" if self.integer_io
-                                    else "") if x)
+        return _export_name(self.format, self.quantize, self.integer_io)
 
     @property
     def keras_accuracy(self) -> float:
@@ -67,7 +66,7 @@ class Parity:
                 "agreement": self.agreement, "max_probability_difference": self.max_probability_difference}
 
     def row(self) -> str:
-        return _row(self.to_dict(), self.name)
+        return _row(self.to_dict())
 
     def __str__(self) -> str:
         return (f"{self.name}: accuracy {self.exported_accuracy:.2%} against {self.keras_accuracy:.2%} for the Keras "
@@ -81,19 +80,30 @@ class Parity:
         return path
 
 
-def _row(record: dict, name: str | None = None) -> str:
-    if name is None:
-        name = " ".join(x for x in (record["format"], record.get("quantize") or "",
-                                    f"{record['integer_io']} I/O" if record.get("integer_io") else "") if x)
-    return (f"| {name} | {record['count']} | {record['keras_accuracy']:.2%} | {record['exported_accuracy']:.2%} | "
-            f"{100 * record['accuracy_difference']:+.2f} | {record['agreement']:.2%} | "
-            f"{record['max_probability_difference']:.4f} |")
+#: The columns of `parity_cells`, as the README, the docs and ``report.html`` show them.
+PARITY_COLUMNS = ("export", "images", "Keras accuracy", "exported accuracy", "difference (points)", "agreement",
+                  "largest probability difference")
+
+
+def _export_name(format: str, quantize: str | None, integer_io: str | None) -> str:
+    return " ".join(x for x in (format, quantize or "", f"{integer_io} I/O" if integer_io else "") if x)
+
+
+def parity_cells(record: dict) -> list[str]:
+    """One ``Parity.to_dict()`` record as the cells of a `PARITY_COLUMNS` row."""
+    return [_export_name(record["format"], record.get("quantize"), record.get("integer_io")), str(record["count"]),
+            f"{record['keras_accuracy']:.2%}", f"{record['exported_accuracy']:.2%}",
+            f"{100 * record['accuracy_difference']:+.2f}", f"{record['agreement']:.2%}",
+            f"{record['max_probability_difference']:.4f}"]
+
+
+def _row(record: dict) -> str:
+    return "| " + " | ".join(parity_cells(record)) + " |"
 
 
 def parity_table(records: list[dict]) -> str:
     """A Markdown table of ``Parity.to_dict()`` records."""
-    head = ("| export | images | Keras accuracy | exported accuracy | difference (points) | agreement | "
-            "largest probability difference |\n|---|---|---|---|---|---|---|")
+    head = "| " + " | ".join(PARITY_COLUMNS) + " |\n|" + "---|" * len(PARITY_COLUMNS)
     return "\n".join([head] + [_row(r) for r in records])
 
 

@@ -157,16 +157,13 @@ def _top_losses(evaluation: dict, root: str | None) -> str:
 
 
 def _parity(folder: Path) -> str:
-    from transferkit.parity import PARITY_SUFFIX, parity_table
+    from transferkit.parity import PARITY_COLUMNS, PARITY_SUFFIX, parity_cells
 
     records = [json.loads(p.read_text()) for p in sorted(folder.glob(f"*{PARITY_SUFFIX}"))]
     if not records:
         return ("<p>No export has been checked yet: <code>transferkit export model.keras --data-dir DATA_DIR</code> "
                 "compares an export with this model and records it here.</p>")
-    header = ["export", "images", "Keras accuracy", "exported accuracy", "difference (points)", "agreement",
-              "largest probability difference"]
-    rows = [[line.strip() for line in parity_table([r]).splitlines()[-1].strip("|").split("|")] for r in records]
-    return _table(header, rows)
+    return _table(list(PARITY_COLUMNS), [parity_cells(r) for r in records])
 
 
 def _timings(metrics: dict) -> str:
