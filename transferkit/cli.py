@@ -362,13 +362,10 @@ def _distribution(devices):
 
     if devices == 1:
         return None
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.config.list_physical_devices("GPU"):
-            if devices == "all":
-                return None  # one CPU
-            distribute.logical_cpu_devices(devices)
+    if keras.backend.backend() == "tensorflow" and not distribute.gpu_visible():
+        if devices == "all":
+            return None  # one CPU
+        distribute.logical_cpu_devices(devices)
     try:
         return distribute.for_devices(devices)
     except ValueError as exc:
@@ -387,11 +384,11 @@ def _device_line(distribution=None) -> str:
 
         kinds = sorted({d.platform.upper() for d in jax.devices()})
         return f"Training on {count} of {len(jax.devices())} JAX device(s) ({', '.join(kinds)})"
-    import tensorflow as tf
+    if distribute.gpu_visible():
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return f"Training on {count} GPU(s) of: {', '.join(g.name for g in gpus)}"
+        names = ", ".join(g.name for g in tf.config.list_physical_devices("GPU"))
+        return f"Training on {count} GPU(s) of: {names}"
     if count > 1:
         return f"Training on {count} logical CPU devices (TensorFlow sees no GPU; they share the same cores)"
     return "Training on CPU (TensorFlow sees no GPU)"

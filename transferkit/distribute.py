@@ -16,7 +16,7 @@ import contextlib
 import keras
 import numpy as np
 
-__all__ = ["check", "scope", "replicas", "for_devices", "logical_cpu_devices", "extractor"]
+__all__ = ["check", "scope", "replicas", "gpu_visible", "for_devices", "logical_cpu_devices", "extractor"]
 
 
 def _is_strategy(distribution) -> bool:
@@ -61,6 +61,17 @@ def replicas(distribution) -> int:
     if _is_strategy(distribution):
         return int(distribution.num_replicas_in_sync)
     return int(np.prod(distribution.device_mesh.shape))
+
+
+def gpu_visible() -> bool:
+    """Whether the running backend sees a GPU (listing devices does not start TensorFlow's runtime)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def logical_cpu_devices(count: int) -> None:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import os
 import time
@@ -252,11 +251,11 @@ class TwoPhaseTrainer:
         if self.mixed_precision is False:
             return "float32"
         if self.mixed_precision is True:
-            return "mixed_float16" if _gpu_visible() else "mixed_bfloat16"
+            return "mixed_float16" if distribute.gpu_visible() else "mixed_bfloat16"
         return self.mixed_precision
 
     @contextlib.contextmanager
-    def _precision_only(self):
+    def _precision(self):
         """Layers made inside use the precision policy (the logits and probabilities stay float32)."""
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.precision_policy)
@@ -266,9 +265,9 @@ class TwoPhaseTrainer:
             keras.config.set_dtype_policy(previous)
 
     @contextlib.contextmanager
-    def _precision(self):
+    def _model_scope(self):
         """The precision policy, and variables, models and optimizers that belong to the distribution."""
-        with self._precision_only(), distribute.scope(self.distribution):
+        with self._precision(), distribute.scope(self.distribution):
             yield
 
     @property
@@ -291,7 +290,7 @@ class TwoPhaseTrainer:
         image_size = tuple(int(s) for s in image_size)
         if self.image_size is not None and self.image_size != image_size:
             raise ValueError(f"The trainer was set to image_size={self.image_size} but the data is {image_size}.")
-        with self._precision():
+        with self._model_scope():
             return self._build(class_names, image_size)
 
     def _build(self, class_names, image_size) -> keras.Model:
@@ -459,7 +458,7 @@ class TwoPhaseTrainer:
     def _one_device_copy(self, classifier: Classifier) -> Classifier:
         """The trained classifier made again outside the distribution, with its weights: a model made
         under a strategy gives every replica the whole of a ``predict_on_batch`` batch."""
-        with self._precision_only():
+        with self._precision():
             model = keras.models.clone_model(classifier.model)
         model.set_weights([np.asarray(w) for w in classifier.model.get_weights()])
         copy = Classifier(model)
@@ -506,16 +505,6 @@ class TwoPhaseTrainer:
         return self._trained().save(path, overwrite=overwrite)
 
 
-def _gpu_visible() -> bool:
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 class _PhaseLoop:
     """Runs each phase as one Keras ``fit`` of the model its recipe trains, with the run's callbacks,
     and times it."""
@@ -533,7 +522,7 @@ class _PhaseLoop:
         start = time.perf_counter()
         first_epoch = max(first_epoch, self.progress.epochs_done)
         model = self.recipe.model(phase)
-        with self.trainer._precision():
+        with self.trainer._model_scope():
             self.trainer.compile(learning_rate, model)
         self.progress.restore(model, phase)
         # The training order of epoch e is pass e of the data, told by the epoch's start rather than counted
@@ -594,7 +583,7 @@ class _CachedRecipe:
         )
 
     def model(self, phase: int) -> keras.Model:
-        with self.trainer._precision():  # the same policy as the full model (float16 then gets loss scaling)
+        with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
             return self._model(phase)
 
     def _model(self, phase: int) -> keras.Model:
