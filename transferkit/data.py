@@ -172,10 +172,14 @@ def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = N
 
     if shuffle_seed is not None:
         rows = indices.reshape(-1, indices.shape[-1])  # 2-D: pass k draws from row k % rows
-        passes = iter(range(int(start_pass.value if isinstance(start_pass, PassClock) else start_pass), 2**62))
+        if isinstance(start_pass, PassClock):
+            def next_pass():
+                return start_pass.value
+        else:
+            next_pass = iter(range(int(start_pass), 2**62)).__next__
 
         def order():
-            k = start_pass.value if isinstance(start_pass, PassClock) else next(passes)
+            k = next_pass()
             rng = pass_rng(shuffle_seed, k)
             chosen = chooser(k, rng) if chooser else rng.permutation(rows[k % len(rows)])
             if mirror:
