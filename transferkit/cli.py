@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_devices, default=1, metavar="N|all",
                    help="train data-parallel on N devices (GPUs; without GPUs, N logical CPU devices sharing the "
                         "same cores, for trying it out): MirroredStrategy on TensorFlow, DataParallel on JAX")
+    processes = p.add_argument_group(
+        "several machines (JAX backend)",
+        "Run the same command, same data and --seed, on every machine (or once per GPU); each process trains "
+        "on its share of every batch and process 0 writes the run. Unset options are read from "
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID.")
+    processes.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                           help="address of process 0, reachable from every process")
+    processes.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the job")
+    processes.add_argument("--process-id", type=int, default=None, metavar="I",
+                           help="this process's number, 0 to N-1 (0 writes the run)")
     p.add_argument("--json", action="store_true", help="end with the run's metrics as one JSON line "
                                                        "instead of the summary")
     add_data_options(p)
@@ -319,17 +329,23 @@ def _trainer_from_args(args):
 def cmd_train(args) -> int:
     import shutil
 
+    from transferkit import distribute
     from transferkit.callbacks import PhaseSummary
     from transferkit.run import RUN_FILES, save_run
 
     output = Path(args.output)
+    if args.resume and _asks_for_processes(args):
+        raise UsageError("--resume: a run of several processes cannot be resumed yet (their checkpoints could hold "
+                         "different epochs); start it again with --overwrite.")
+    distribution = _distribution(args)  # before the backend runs anything: it may split the CPU or join a job
+    several = distribute.processes(distribution) > 1
+    chief = distribute.process_index() == 0  # the process that writes the run
     checkpoint = output / "checkpoint"
-    if not (args.overwrite or args.resume) and any((output / f).exists() for f in RUN_FILES):
+    if chief and not (args.overwrite or args.resume) and any((output / f).exists() for f in RUN_FILES):
         raise FileExistsError(f"{output} already holds a run; pass --overwrite or choose another --output.")
     if checkpoint.exists() and not (args.overwrite or args.resume):
         raise FileExistsError(f"{output} holds the checkpoint of an unfinished run; pass --resume to continue it, "
                               "--overwrite to start again, or choose another --output.")
-    distribution = _distribution(args.devices)  # before TensorFlow runs anything: it may split the CPU
     trainer = _check_train_args(args)
     trainer.distribution = distribution
     if args.overwrite and not args.resume and checkpoint.exists():
@@ -344,7 +360,11 @@ def cmd_train(args) -> int:
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.log_dir))
     result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                         callbacks=callbacks, checkpoint_dir=checkpoint)
+                         callbacks=callbacks, checkpoint_dir=None if several else checkpoint)
+    if not chief:
+        print(f"Process {distribute.process_index()} of {distribute.processes(distribution)}: trained; "
+              f"process 0 writes the run to its {output}.")
+        return 0
     split = "test" if data.test is not None else "validation"
     metrics = save_run(trainer, result, data, output, split=split, overwrite=args.overwrite or args.resume)
     if args.json:
@@ -354,12 +374,29 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _distribution(devices):
-    """The distribution for ``--devices`` (None for one device), made before the backend runs anything."""
+def _asks_for_processes(args) -> bool:
+    """Whether ``train`` is one process of several (by its flags or Keras's environment variables)."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    return any(value is not None for value in flags) or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES",
+                                                                        "1") not in ("", "1")
+
+
+def _distribution(args):
+    """The distribution for ``--devices`` or the job of several processes (None for one device), made
+    before the backend runs anything."""
     import keras
 
     from transferkit import distribute
 
+    devices = args.devices
+    if _asks_for_processes(args):
+        if devices not in (1, "all"):
+            raise UsageError(f"--devices {devices}: with several processes every device of every process trains; "
+                             "leave --devices out.")
+        try:
+            return distribute.for_processes(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as exc:
+            raise UsageError(f"several processes: {exc}") from None
     if devices == 1:
         return None
     if keras.backend.backend() == "tensorflow" and not distribute.gpu_visible():
@@ -382,8 +419,11 @@ def _device_line(distribution=None) -> str:
     if keras.backend.backend() == "jax":
         import jax
 
-        kinds = sorted({d.platform.upper() for d in jax.devices()})
-        return f"Training on {count} of {len(jax.devices())} JAX device(s) ({', '.join(kinds)})"
+        kinds = ", ".join(sorted({d.platform.upper() for d in jax.devices()}))
+        if distribute.processes(distribution) > 1:
+            return (f"Training on {count} JAX device(s) ({kinds}) of {distribute.processes(distribution)} "
+                    f"processes; this is process {distribute.process_index()}")
+        return f"Training on {count} of {len(jax.devices())} JAX device(s) ({kinds})"
     if distribute.gpu_visible():
         import tensorflow as tf
 

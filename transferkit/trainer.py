@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import keras
@@ -132,11 +133,13 @@ class TwoPhaseTrainer:
         mixed_precision: ``True`` computes in float16 on a GPU and bfloat16 elsewhere (or name the
             policy, ``"mixed_float16"`` / ``"mixed_bfloat16"``); variables, logits and probabilities
             stay float32.
-        distribution: several devices of one machine: a ``tf.distribute`` strategy
-            (``MirroredStrategy``) on TensorFlow, a ``keras.distribution.DataParallel`` on JAX
-            (`transferkit.distribute.for_devices` makes either). Both phases and the feature
-            extraction run over its devices, each batch split between them; the result equals a
-            one-device run with the same batch size, and the classifier returned is a one-device model.
+        distribution: several devices: a ``tf.distribute`` strategy (``MirroredStrategy``) on
+            TensorFlow, a ``keras.distribution.DataParallel`` on JAX (`transferkit.distribute.for_devices`
+            makes either; `transferkit.distribute.for_processes` one over several processes or
+            machines). Both phases and the feature extraction run over its devices, each batch split
+            between them; the result equals a one-device run with the same batch size, and the
+            classifier returned is a one-device model. With several processes, each needs the same
+            ``seed``, and a last batch that would not split evenly between them is left out.
     """
 
     def __init__(
@@ -207,6 +210,9 @@ class TwoPhaseTrainer:
                              "'mixed_float16', 'mixed_bfloat16' or False.")
         self.mixed_precision = mixed_precision
         distribute.check(distribution)
+        if distribute.processes(distribution) > 1 and seed is None:
+            raise ValueError("Several processes train one model: give them all the same seed= so that they shuffle "
+                             "and augment alike.")
         self.distribution = distribution  # how many devices is how, not what: not in get_config
         self.model: keras.Model | None = None
         self.backbone_model: keras.Model | None = None
@@ -416,6 +422,7 @@ class TwoPhaseTrainer:
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
+        self._check_whole_batches(data)
         if rebuild:
             if self.seed is not None:
                 keras.utils.set_random_seed(self.seed)
@@ -454,6 +461,19 @@ class TwoPhaseTrainer:
         return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
                               phase_seconds=(loop.seconds[0] + preparation, loop.seconds[1]),
                               histories=tuple(loop.histories))
+
+    def _check_whole_batches(self, data) -> None:
+        """Several processes train on whole batches only (each process takes its share of each): a
+        split smaller than one batch would leave nothing."""
+        count = distribute.processes(self.distribution)
+        batch_size = getattr(data, "batch_size", None)
+        if count == 1 or batch_size is None or not hasattr(data, "labels"):
+            return
+        for split in ("train", "validation"):
+            if len(data.labels(split)) < batch_size:
+                raise ValueError(f"With {count} processes every batch is whole, but the {split} split holds "
+                                 f"{len(data.labels(split))} images, fewer than one batch of {batch_size}: give a "
+                                 "smaller batch size or more images.")
 
     def _one_device_copy(self, classifier: Classifier) -> Classifier:
         """The trained classifier made again outside the distribution, with its weights: a model made
@@ -530,11 +550,14 @@ class _PhaseLoop:
         first_pass = PassClock(first_epoch)
         clock = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: setattr(first_pass, "value",
                                                                                             epoch))
-        train, validation = self.recipe.datasets(phase, first_pass)
+        train, validation = (distribute.even_batches(d, self.trainer.distribution, self.recipe.batch_size)
+                             for d in self.recipe.datasets(phase, first_pass))
         record_epoch, record_phase = self.progress.callbacks(model, phase)
         user = ShowFullModel(self.callbacks, self.trainer.model, phase, begins_run=phase == self.phases[0],
                              ends_run=phase == self.phases[-1])
-        with distribute.scope(self.trainer.distribution):
+        with distribute.scope(self.trainer.distribution), warnings.catch_warnings():
+            if distribute.processes(self.trainer.distribution) > 1:  # shards of unknown length: Keras counts them
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
             self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
                                             epochs=last_epoch, callbacks=[clock, record_epoch, user, record_phase],
                                             **self.run_options))
@@ -546,6 +569,7 @@ class _ExactRecipe:
 
     def __init__(self, trainer: TwoPhaseTrainer, data, index: int, phases: list[int], verbose):
         self.trainer, self.data = trainer, data
+        self.batch_size = getattr(data, "batch_size", None)
 
     def model(self, phase: int) -> keras.Model:
         return self.trainer.model
@@ -581,6 +605,7 @@ class _CachedRecipe:
                       "weights": trainer.weights, "precision": trainer.precision_policy},
             distribution=trainer.distribution,
         )
+        self.batch_size = self.features.batch_size
 
     def model(self, phase: int) -> keras.Model:
         with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
