@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 collect_ignore = ["distributed_search.py", "cli_with_test_cnn.py", "cache_writer.py", "slow_trial.py", "backend_run.py",
-                  "devices_run.py"]  # a script the distributed tuning test runs, not a module
+                  "devices_run.py", "processes_run.py"]  # a script the distributed tuning test runs, not a module
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
