@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-realdata test-docs docs clean
+.PHONY: install demo test test-unit test-realdata test-docs docs mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not docs" $(ARGS)
 
-test-docs: $(STAMP)
+test-# Mutation testing of the training core over a seeded sample of its mutants (tests/README.md; ~1 hour).
+mutation: $(STAMP)
+	$(BIN)/python tests/mutation_sample.py $(ARGS)
+
+docs: $(STAMP)
 	$(BIN)/python -m pytest -m docs $(ARGS)
 
 test-unit: $(STAMP)
@@ -31,9 +35,13 @@ test-unit: $(STAMP)
 test-realdata: $(STAMP)
 	$(BIN)/python -m pytest -m realdata -s $(ARGS)
 
+# Mutation testing of the training core over a seeded sample of its mutants (tests/README.md; ~1 hour).
+mutation: $(STAMP)
+	$(BIN)/python tests/mutation_sample.py $(ARGS)
+
 docs: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache mutants

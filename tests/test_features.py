@@ -58,6 +58,25 @@ def test_cached_features_equal_the_networks_outputs(cnn_data):
     np.testing.assert_allclose(half.train[-1], cache.train[-1][:n], rtol=2e-3, atol=1e-3)
 
 
+def test_a_cut_inside_a_residual_block_serves_both_crossing_tensors(cnn_data):
+    """MobileNetV2's default cut (layer 100, block_11_expand_relu) is crossed by two tensors, the
+    block's input (kept for its residual add) and the current one: phase 2 must be served both, in the
+    order the top of the network takes them."""
+    trainer = built(cnn_data, backbone="mobilenet_v2", backbone_options={"alpha": 0.35}, unfreeze_from=100)
+    backbone = trainer.backbone_model
+    _, top = split_backbone(backbone, 100)
+    cache = FrozenFeatures(cnn_data, backbone, trainer._head.pool, trainer._preprocessing, None, cut=100,
+                           dtype="float32")
+    inputs, _ = next(iter(cache.phase_dataset("validation", 2)))
+    assert isinstance(inputs, tuple) and len(inputs) == len(top.inputs) == 2
+    expected = keras.ops.convert_to_numpy(backbone(trainer._preprocessing(cnn_data.images("validation")
+                                                                           .astype("float32"))))
+    scale = float(np.abs(expected).max())
+    assert scale > 0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(top(list(inputs))), expected, rtol=1e-4,
+                               atol=1e-4 * scale)
+
+
 def test_training_on_cached_features_matches_the_exact_recipe(tmp_path, monkeypatch):
     """Without augmentation or dropout the two recipes do the same arithmetic, batch for batch (several
     batches an epoch, shuffled in the same order), and each run really takes the path it names."""
@@ -84,7 +103,7 @@ def test_training_on_cached_features_matches_the_exact_recipe(tmp_path, monkeypa
     assert not np.allclose(runs["control"][1], runs["exact"][1], rtol=1e-4, atol=1e-6)
 
 
-def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, monkeypatch):
+def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, monkeypatch, caplog):
     fills = []
     real = FrozenFeatures._fill
     monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, *a, **k: fills.append(1) or real(self, *a, **k))
@@ -99,7 +118,9 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
 
     first = fit()
     assert len(fills) == 2  # train and validation computed
-    assert fit() == first and len(fills) == 2  # same files, weights, settings: reused, same result
+    with caplog.at_level("INFO", logger="transferkit.features"):
+        assert fit() == first and len(fills) == 2  # same files, weights, settings: reused, same result
+    assert "Reusing frozen features" in caplog.text and str(cache) in caplog.text  # says where from
     fit(size=40)
     assert len(fills) == 4  # image size changed
     fit(seed=9)
@@ -250,3 +271,16 @@ def test_random_views_and_mirrored_activations_serve_the_cached_rows(cnn_data):
                 mirrored_seen += was_mirrored and not np.array_equal(flat, flipped)
             assert sorted(matched) == list(range(n))  # every image once per pass
     assert views_seen == {0, 1, 2} and mirrored_seen > 0
+
+
+def test_feature_extraction_shows_its_progress_unless_quiet(cnn_data, capsys):
+    trainer = built(cnn_data)
+    for verbose in (1, 0):
+        FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing,
+                       trainer._augment, cut=trainer.unfreeze_index(), views=2, verbose=verbose).close()
+        shown = capsys.readouterr().err
+        if verbose:  # 8 training images x 2 views, then the 8 validation images
+            assert "Computing frozen features: 16/16 image views (100%)" in shown
+            assert "Computing frozen features: 8/8 image views (100%)" in shown
+        else:
+            assert "Computing frozen features" not in shown
