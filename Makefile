@@ -22,11 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not docs" $(ARGS)
 
-test-# Mutation testing of the training core over a seeded sample of its mutants (tests/README.md; ~1 hour).
-mutation: $(STAMP)
-	$(BIN)/python tests/mutation_sample.py $(ARGS)
-
-docs: $(STAMP)
+test-docs: $(STAMP)
 	$(BIN)/python -m pytest -m docs $(ARGS)
 
 test-unit: $(STAMP)
