@@ -24,23 +24,21 @@ MODULES = ("trainer", "features", "data", "evaluate", "tuning")
 MUTANTS = Path("mutants")
 
 
+def exit_codes() -> dict[str, dict[str, int | None]]:
+    """Each module's mutants and their last exit codes, from the metadata mutmut writes for them."""
+    return {module: json.loads((MUTANTS / "transferkit" / f"{module}.py.meta").read_text())["exit_code_by_key"]
+            for module in MODULES}
+
+
 def mutants_by_module() -> dict[str, list[str]]:
-    """Every mutant name, by module, from mutmut's metadata (mutmut writes it when it generates them)."""
-    names = {}
-    for module in MODULES:
-        meta = json.loads((MUTANTS / "transferkit" / f"{module}.py.meta").read_text())
-        names[module] = sorted(meta["exit_code_by_key"])
-    return names
+    """Every mutant name, by module."""
+    return {module: sorted(codes) for module, codes in exit_codes().items()}
 
 
 def statuses() -> dict[str, str]:
     from mutmut.stats import status_by_exit_code
 
-    found = {}
-    for module in MODULES:
-        meta = json.loads((MUTANTS / "transferkit" / f"{module}.py.meta").read_text())
-        found.update({name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()})
-    return found
+    return {name: status_by_exit_code[code] for codes in exit_codes().values() for name, code in codes.items()}
 
 
 def wilson(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:

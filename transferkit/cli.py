@@ -376,9 +376,10 @@ def cmd_train(args) -> int:
 
 def _asks_for_processes(args) -> bool:
     """Whether ``train`` is one process of several (by its flags or Keras's environment variables)."""
+    from transferkit.distribute import PROCESS_VARIABLES
+
     flags = (args.coordinator, args.num_processes, args.process_id)
-    return any(value is not None for value in flags) or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES",
-                                                                        "1") not in ("", "1")
+    return any(value is not None for value in flags) or os.environ.get(PROCESS_VARIABLES[1], "1") not in ("", "1")
 
 
 def _distribution(args):
