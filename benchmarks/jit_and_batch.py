@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from transferkit import TwoPhaseTrainer
-from transferkit.features import split_backbone
+from transferkit.training.features import split_backbone
 
 WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights" / \
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -39,7 +39,7 @@ def hot_steps(weights: str | None, image_size: int, steps: int):
     labels = rng.integers(0, 2, n)
 
     def train_rate(batch_size: int, jit: bool) -> float:
-        model = keras.Model(top.inputs, trainer._head(top.output))
+        model = keras.Model(top.inputs, trainer.parts.head(top.output))
         trainer.compile(1e-5, model)
         model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=jit)
         model.fit(crossing, labels, batch_size=batch_size, epochs=1, verbose=0)  # trace / compile

@@ -7,7 +7,7 @@
 Both searches are `transferkit.tuning.tune` with the same seed, so a random search draws the same
 hyperparameters in the same order (checked); the fast one trains on cached features
 (``cache_features=True``, shared by all its trials), the exact one runs the whole network every step
-(``cache_features=False``). Each trial runs in its own process, as `tune` does by default. Decoded
+(``cache_features=False``). Trials run in worker processes, as `tune` does by default. Decoded
 images are cached once for both. Every finished trial is appended to ``--log`` as a JSON line as
 soon as it ends, so a run cut short still leaves its figures; the table at the end compares the
 trials both ways ran and, where the exact way ran fewer, projects its time from its mean per trial
@@ -24,20 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras_tuner as kt
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from two_phase import DATA, WEB, WEIGHTS, subset, web_accuracy  # noqa: E402
 
 from transferkit import ImageFolder  # noqa: E402
-from transferkit.tuning import tune  # noqa: E402
+from transferkit.tuning import TwoPhaseTuner, tune  # noqa: E402
 
 
 def timed_search(log_path: Path, way: str):
-    """A RandomSearch that logs each trial's wall time, score and hyperparameters as it ends."""
+    """A tuner that logs each trial's wall time, score and hyperparameters as it ends."""
 
-    class TimedRandomSearch(kt.RandomSearch):
+    class TimedTuner(TwoPhaseTuner):
         def run_trial(self, trial, *args, **kwargs):
             start = time.perf_counter()
             results = super().run_trial(trial, *args, **kwargs)
@@ -49,12 +47,13 @@ def timed_search(log_path: Path, way: str):
             print(f"  {way} trial {trial.trial_id}: {record['seconds']:.0f} s, score {record['score']:.4f}", flush=True)
             return results
 
-    return TimedRandomSearch
+    return TimedTuner
 
 
 def search(way: str, data, directory: Path, trials: int, args, log_path: Path) -> dict:
     start = time.perf_counter()
-    result = tune(data, directory, project_name=way, tuner=timed_search(log_path, way), max_trials=trials,
+    result = tune(data, directory, project_name=way, tuner="random", tuner_class=timed_search(log_path, way),
+                  max_trials=trials,
                   overwrite=True, verbose=0, weights=args.weights, epochs=args.epochs,
                   fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_features=way == "fast")
     seconds = time.perf_counter() - start

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferkit.memory import peak_rss_mb
+from transferkit._internal.memory import peak_rss_mb
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

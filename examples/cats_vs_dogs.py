@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from cats_vs_dogs_data import DownloadError, cats_vs_dogs  # next to this script
 
 from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
-from transferkit.callbacks import PhaseSummary
-from transferkit.run import save_run
+from transferkit.evaluation import RunFolder, summary
+from transferkit.training import PhaseSummary
+from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -43,12 +43,14 @@ def parse_args(argv=None):
                    "default: ../shared copy if present, else the TensorFlow tutorial archive (downloaded)")
     p.add_argument("--weights", help="MobileNetV2 weights: 'imagenet', 'none' or a .h5 path; "
                    "default: ../shared copy if present, else 'imagenet' (downloaded)")
-    p.add_argument("--epochs", type=int, default=10, help="phase-1 epochs, backbone frozen (default: 10)")
-    p.add_argument("--fine-tune-epochs", type=int, default=10, help="phase-2 epochs (default: 10)")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"phase-1 epochs, backbone frozen (default: {EPOCHS})")
+    p.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
+                   help=f"phase-2 epochs (default: {FINE_TUNE_EPOCHS})")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size in pixels (default: 192; 160 with --seed-recipe)")
     p.add_argument("--unfreeze-from", default=None,
-                   help="layer index or block name (default: the backbone's, block_13; 100 with --seed-recipe)")
+                   help="layer index or block name (default: the preset's: the backbone's own, block_13; 100 with "
+                        "--seed-recipe)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--output", default="runs/cats_vs_dogs", help="where to write model, metrics, pictures "
                    "(default: runs/cats_vs_dogs)")
@@ -90,7 +92,7 @@ def resolve_sources(args):
 
 def web_accuracy(classifier) -> tuple[float, int]:
     """Accuracy on photos from another source than the training photos, and how many there are."""
-    from transferkit.evaluate import evaluate
+    from transferkit.evaluation import evaluate
 
     web = ImageFolder(SHARED_WEB, image_size=classifier.image_size, split=(0.5, 0.5), seed=0)
     evaluation = evaluate(classifier, web, split="all")
@@ -99,56 +101,36 @@ def web_accuracy(classifier) -> tuple[float, int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output = Path(args.output)
-    if (output / "model.keras").exists() and not (args.overwrite or args.resume):
-        sys.exit(f"error: {output} already holds a run; pass --overwrite or choose another --output.")
-    if args.overwrite and not args.resume and (output / "checkpoint").exists():
-        shutil.rmtree(output / "checkpoint")  # asked for: start again rather than continue an older run
+    folder = RunFolder(args.output, overwrite=args.overwrite, resume=args.resume)
+    try:
+        folder.start()
+    except FileExistsError as exc:
+        sys.exit(f"error: {exc}")
     data_dir, weights = resolve_sources(args)
-    image_size = args.image_size or (160 if args.seed_recipe else 192)
-    size = (image_size, image_size)
-    data = ImageFolder(data_dir, image_size=size, batch_size=args.batch_size, seed=args.seed, verbose=1)
-    print(data.report, "\n")
-    unfreeze = args.unfreeze_from or ("100" if args.seed_recipe else "auto")
-    unfreeze = int(unfreeze) if unfreeze.lstrip("-").isdigit() else unfreeze
-    recipe = {"cache_features": False, "fine_tune_lr_factor": 0.1} if args.seed_recipe else {}
+    overrides = {"weights": weights, "seed": args.seed, "mixed_precision": args.mixed_precision}
+    if args.image_size:
+        overrides["image_size"] = (args.image_size, args.image_size)
+    if args.unfreeze_from:
+        overrides["unfreeze_from"] = int(args.unfreeze_from) if args.unfreeze_from.lstrip("-").isdigit() \
+            else args.unfreeze_from
     if args.exact:
-        recipe["cache_features"] = False
-    trainer = TwoPhaseTrainer(backbone="mobilenet_v2", weights=weights, head={"dropout": 0.2},
-                              augmentation="default", unfreeze_from=unfreeze, learning_rate=1e-4,
-                              seed=args.seed, mixed_precision=args.mixed_precision, **recipe)
-    print(f"{size[0]} px, unfreeze from {unfreeze}, phase-2 learning rate x{trainer.fine_tune_lr_factor}, "
+        overrides["cache_features"] = False
+    trainer = TwoPhaseTrainer.from_preset("seed_project" if args.seed_recipe else "default", **overrides)
+    size = {"image_size": trainer.image_size} if trainer.image_size else {}  # else ImageFolder's default
+    data = ImageFolder(data_dir, **size, batch_size=args.batch_size, seed=args.seed, verbose=1)
+    print(data.report, "\n")
+    print(f"{data.image_size[0]} px, unfreeze from {trainer.unfreeze_from}, phase-2 learning rate x{trainer.fine_tune_lr_factor}, "
           f"{'exact recipe' if not trainer.cache_features else 'frozen features computed once'}")
     try:
         result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                             callbacks=[PhaseSummary()], checkpoint_dir=output / "checkpoint")
+                             callbacks=[PhaseSummary()], checkpoint_dir=folder.checkpoint)
     except WeightsUnavailableError as exc:
         sys.exit(f"error: {exc}\nWithout network, pass --weights with the path of the .h5 file.")
 
-    metrics = save_run(trainer, result, data, output, overwrite=args.overwrite or args.resume)
-    evaluation = metrics["evaluation"]
+    metrics = folder.save(trainer, result, data)
     web = web_accuracy(result.classifier) if not args.data_dir and SHARED_WEB.is_dir() else None
+    print("\n" + summary(metrics, extra=[(f"accuracy on {web[1]} web photos", f"{web[0]:.4f}")] if web else []))
     p1, p2 = result.phase_seconds
-    rows = [
-        ("validation accuracy after phase 1", f"{metrics['val_accuracy_phase1'] or float('nan'):.4f}"),
-        ("validation accuracy after phase 2", f"{metrics['val_accuracy_phase2'] or float('nan'):.4f}"),
-        ("ROC AUC (validation)", f"{evaluation['roc_auc'] or float('nan'):.4f}"),
-        *([(f"accuracy on {web[1]} web photos", f"{web[0]:.4f}")] if web else []),
-        ("phase 1 wall time", f"{p1:.0f} s"),
-        ("phase 2 wall time", f"{p2:.0f} s"),
-        ("validation images", str(evaluation["count"])),
-        ("skipped files", str(metrics["data"]["skipped"])),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print("\nSummary")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    print("\nPer class (validation):")
-    for name, row in evaluation["per_class"].items():
-        print(f"  {name:<8} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
-    print("\nWrote:")
-    for f in metrics["files"]:
-        print(f"  {f}")
     print(json.dumps({"val_accuracy_phase1": metrics["val_accuracy_phase1"],
                       "val_accuracy_phase2": metrics["val_accuracy_phase2"],
                       "web_accuracy": None if web is None else web[0], "phase_seconds": [p1, p2]}))

@@ -13,14 +13,14 @@ import keras  # noqa: E402
 
 from conftest import make_tree, tiny_trainer  # noqa: E402  (registers the test CNN)
 
-import transferkit.features  # noqa: E402
+import transferkit.training.features  # noqa: E402
 from transferkit import ImageFolder, load_model  # noqa: E402
-from transferkit.evaluate import evaluate  # noqa: E402
-from transferkit.plots import gradcam  # noqa: E402
+from transferkit.evaluation.metrics import evaluate  # noqa: E402
+from transferkit.evaluation.plots import gradcam  # noqa: E402
 
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 built = []
-original_init = transferkit.features.FrozenFeatures.__init__
+original_init = transferkit.training.features.FrozenFeatures.__init__
 
 
 def counting_init(self, *args, **kwargs):
@@ -28,7 +28,7 @@ def counting_init(self, *args, **kwargs):
     original_init(self, *args, **kwargs)
 
 
-transferkit.features.FrozenFeatures.__init__ = counting_init  # which path did each run take?
+transferkit.training.features.FrozenFeatures.__init__ = counting_init  # which path did each run take?
 data = ImageFolder(make_tree(root / "pets", {"cats": 16, "dogs": 16}), image_size=(32, 32), batch_size=8,
                    split=(0.5, 0.25, 0.25), seed=3)
 report = {"backend": keras.backend.backend()}

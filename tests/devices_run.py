@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import keras  # noqa: E402
 
-from transferkit import distribute  # noqa: E402
+from transferkit.training import distribute  # noqa: E402
 
 if keras.backend.backend() == "tensorflow":
     distribute.logical_cpu_devices(2)  # before TensorFlow runs anything

@@ -1,9 +1,11 @@
 """One process of a distributed search (chief or worker, from KERASTUNER_TUNER_ID); used by test_tuning.
 
-    python distributed_search.py DATA_DIR SEARCH_DIR LOG_DIR
+    python distributed_search.py DATA_DIR SEARCH_DIR LOG_DIR [--stop-after-first-epoch]
 
-Workers append {"tuner_id", "trial_id", "score"} per trial they ran to LOG_DIR/ran-<id>.jsonl; the chief
-prints the best trial as JSON on its last line.
+Workers append {"tuner_id", "trial_id", "score", "last_step"} per trial they ran to
+LOG_DIR/ran-<id>.jsonl; the chief prints the best trial as JSON on its last line. With
+--stop-after-first-epoch the chief's oracle (only the chief's) stops every trial after its first
+epoch: the workers must obey the oracle's decision.
 """
 
 import json
@@ -11,28 +13,32 @@ import os
 import sys
 from pathlib import Path
 
-import keras_tuner as kt
-
 from transferkit import ImageFolder
-from transferkit.tuning import tune
+from transferkit.tuning import TwoPhaseTuner, tune
+from transferkit.tuning.oracles import MedianStopping
 
 tuner_id = os.environ["KERASTUNER_TUNER_ID"]
 log_dir = sys.argv[3]
 
 
-class LoggedRandomSearch(kt.RandomSearch):
+class LoggedTuner(TwoPhaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         results = super().run_trial(trial, *args, **kwargs)
-        score = results[0]["final_val_accuracy"]
+        row = {"tuner_id": tuner_id, "trial_id": trial.trial_id, "score": results[0]["final_val_accuracy"],
+               "last_step": results[0]["last_step"]}
         with open(Path(log_dir) / f"ran-{tuner_id}.jsonl", "a") as log:
-            log.write(json.dumps({"tuner_id": tuner_id, "trial_id": trial.trial_id, "score": score}) + "\n")
+            log.write(json.dumps(row) + "\n")
         return results
 
 
 def main():
     data_dir, search_dir = sys.argv[1:3]
+    stop = "--stop-after-first-epoch" in sys.argv
+    if stop and "chief" in tuner_id:  # the rule, decided where the oracle lives
+        MedianStopping.below_median = lambda self, trial_id, step, logs: step >= 0
     data = ImageFolder(data_dir, image_size=(32, 32), batch_size=8, split=(0.5, 0.25, 0.25), seed=3)
-    result = tune(data, search_dir, project_name="dist", tuner=LoggedRandomSearch, max_trials=4, verbose=0,
+    result = tune(data, search_dir, project_name="dist", tuner="random", tuner_class=LoggedTuner, max_trials=4,
+                  verbose=0, stop_below_median_after=0 if stop else None,
                   output=Path(search_dir) / "results", weights=None, backbone_options={"alpha": 0.35},
                   epochs=1, fine_tune_epochs=1, augmentation=None, seed=1)
     if "chief" in tuner_id:

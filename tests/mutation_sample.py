@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     mutmut = [sys.executable, "-m", "mutmut"]
     if not (MUTANTS / "transferkit" / "trainer.py.meta").exists():
-        subprocess.run(mutmut + ["run", "transferkit.evaluate.x_roc_auc__mutmut_1"], check=True)  # generates them all
+        subprocess.run(mutmut + ["run", "transferkit.evaluation.metrics.x_roc_auc__mutmut_1"], check=True)  # generates them all
     record = MUTANTS / "sample.json"
     if args.report_only:
         sample = json.loads(record.read_text())["sample"]

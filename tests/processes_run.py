@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from transferkit import distribute  # noqa: E402
+from transferkit.training import distribute  # noqa: E402
 
 out, coordinator, count, index = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 distribution = distribute.for_processes(coordinator, count, index)  # before the backend runs anything

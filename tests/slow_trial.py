@@ -1,10 +1,13 @@
 """A stand-in trial for test_tuning: reports one epoch, then trains 'forever' (a child process's job)."""
 
 import time
+from dataclasses import dataclass
 
 
+@dataclass
 class SlowTrial:
-    trial_id = "slow"
+    trial_id: str = "slow"
+    data: object = None
 
     def run(self, report):
         report(0, {"loss": 1.0})

@@ -153,11 +153,11 @@ def test_folder_errors_name_the_path_and_the_fix(tmp_path):
     (["--weights", "nowhere.h5"], "--weights nowhere.h5: no such file"),
 ])
 def test_bad_arguments_fail_before_any_image_is_decoded(tmp_path, capsys, monkeypatch, argv, message):
-    import transferkit.data
+    import transferkit.data.folder
 
     root = make_tree(tmp_path / "pets", {"cats": 3, "dogs": 3})
     decoded = []
-    monkeypatch.setattr(transferkit.data, "read_image", lambda *a, **k: decoded.append(a) or np.zeros((32, 32, 3)))
+    monkeypatch.setattr(transferkit.data.folder, "read_image", lambda *a, **k: decoded.append(a) or np.zeros((32, 32, 3)))
     code = main(["train", str(root), "--output", str(tmp_path / "run"), "--weights", "none",
                  "--backbone-option", "alpha=0.35", *argv])
     error = capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_tree, tiny_trainer
 from transferkit import ImageFolder
-from transferkit.callbacks import PhaseCallback
+from transferkit.training.callbacks import PhaseCallback
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=2e-2,
            fine_tune_lr_factor=0.1, seed=2)

@@ -65,7 +65,7 @@ def test_evaluate_uses_the_split_the_model_was_trained_with(tmp_path, capsys):
 def test_evaluate_command(saved_model, tiny_data, tmp_path, capsys):
     assert main(["evaluate", str(saved_model), str(tiny_data.root), "--json", "--output", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    from transferkit.evaluate import evaluate
+    from transferkit.evaluation.metrics import evaluate
 
     expected = evaluate(load_model(saved_model), tiny_data, split="all")
     assert summary["count"] == 32 and summary["accuracy"] == pytest.approx(expected.accuracy)
@@ -96,7 +96,7 @@ def test_predict_command_table_json_and_bad_files(saved_model, tiny_data, tmp_pa
 
 
 def test_predict_prints_each_batch_as_it_goes(saved_model, tiny_data, capsys, monkeypatch):
-    from transferkit.model import Classifier
+    from transferkit.models.classifier import Classifier
 
     printed_before_each_batch, lines = [], []
     real = Classifier.predict

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import transferkit.data as data_module
+import transferkit.data.folder as data_module
 from conftest import make_image, make_tree
 from transferkit import ImageFolder, ImageReadError
 

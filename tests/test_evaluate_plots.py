@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit import plots
-from transferkit.evaluate import Evaluation, evaluate, roc_auc
+from transferkit.evaluation import plots
+from transferkit.evaluation.metrics import Evaluation, evaluate, roc_auc
 
 
 def hand_case():

@@ -9,8 +9,8 @@ import pytest
 from transferkit import load_model
 from transferkit.cli import main
 from transferkit.export import TFLiteClassifier, export
-from transferkit.parity import PARITY_SUFFIX, Parity, check_parity, parity_table
-from transferkit.tflite_metadata import read_packed_files
+from transferkit.export.parity import PARITY_SUFFIX, Parity, check_parity, parity_table
+from transferkit.export.tflite_metadata import read_packed_files
 
 
 @pytest.fixture(scope="module")

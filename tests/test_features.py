@@ -7,7 +7,7 @@ import pytest
 
 from conftest import make_image, make_tree, tiny_trainer
 from transferkit import ImageFolder, TwoPhaseTrainer
-from transferkit.features import FrozenFeatures, split_backbone
+from transferkit.training.features import FrozenFeatures, split_backbone
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2")
 
@@ -40,18 +40,18 @@ def test_split_backbone_at_a_block_boundary_and_at_the_end():
 def test_cached_features_equal_the_networks_outputs(cnn_data):
     trainer = built(cnn_data)
     frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
-    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, trainer._augment,
+    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer.parts.head.pool, trainer.parts.preprocessing, trainer.parts.augmentation,
                            cut=trainer.unfreeze_index(), views=3, dtype="float32")
     n = len(cnn_data.labels("train"))
     for split, arrays, rows in (("train", cache.train, slice(0, n)), ("validation", cache.validation, slice(None))):
         images = cnn_data.images(split).astype("float32")
-        maps = trainer.backbone_model(trainer._preprocessing(images))
+        maps = trainer.backbone_model(trainer.parts.preprocessing(images))
         np.testing.assert_allclose(arrays[-1][rows], keras.layers.GlobalAveragePooling2D()(maps), rtol=1e-5, atol=1e-6)
-        crossing = frozen(trainer._preprocessing(images))[0]
+        crossing = frozen(trainer.parts.preprocessing(images))[0]
         np.testing.assert_allclose(arrays[0][rows], crossing, rtol=1e-5, atol=1e-6)
     assert not np.allclose(cache.train[-1][n : 2 * n], cache.train[-1][:n])  # views 1, 2 are augmented
     assert np.array_equal(cache.train_labels, np.tile(cnn_data.labels("train"), 3))
-    half = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, None,
+    half = FrozenFeatures(cnn_data, trainer.backbone_model, trainer.parts.head.pool, trainer.parts.preprocessing, None,
                           cut=trainer.unfreeze_index(), views=3)
     assert half.views == 1 and len(half.train[0]) == n  # no augmentation: one view, however many asked
     assert half.train[0].dtype == np.float16
@@ -65,11 +65,11 @@ def test_a_cut_inside_a_residual_block_serves_both_crossing_tensors(cnn_data):
     trainer = built(cnn_data, backbone="mobilenet_v2", backbone_options={"alpha": 0.35}, unfreeze_from=100)
     backbone = trainer.backbone_model
     _, top = split_backbone(backbone, 100)
-    cache = FrozenFeatures(cnn_data, backbone, trainer._head.pool, trainer._preprocessing, None, cut=100,
+    cache = FrozenFeatures(cnn_data, backbone, trainer.parts.head.pool, trainer.parts.preprocessing, None, cut=100,
                            dtype="float32")
     inputs, _ = next(iter(cache.phase_dataset("validation", 2)))
     assert isinstance(inputs, tuple) and len(inputs) == len(top.inputs) == 2
-    expected = keras.ops.convert_to_numpy(backbone(trainer._preprocessing(cnn_data.images("validation")
+    expected = keras.ops.convert_to_numpy(backbone(trainer.parts.preprocessing(cnn_data.images("validation")
                                                                            .astype("float32"))))
     scale = float(np.abs(expected).max())
     assert scale > 0
@@ -118,7 +118,7 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
 
     first = fit()
     assert len(fills) == 2  # train and validation computed
-    with caplog.at_level("INFO", logger="transferkit.features"):
+    with caplog.at_level("INFO", logger="transferkit.training.features"):
         assert fit() == first and len(fills) == 2  # same files, weights, settings: reused, same result
     assert "Reusing frozen features" in caplog.text and str(cache) in caplog.text  # says where from
     fit(size=40)
@@ -220,7 +220,7 @@ def test_an_interrupted_cache_is_not_reused(tmp_path, monkeypatch):
 
 
 def test_features_too_big_for_memory_spill_to_a_temporary_folder(tmp_path, monkeypatch, caplog):
-    import transferkit.features as features_module
+    import transferkit.training.features as features_module
 
     root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6})
     data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
@@ -229,7 +229,7 @@ def test_features_too_big_for_memory_spill_to_a_temporary_folder(tmp_path, monke
     real_fill = FrozenFeatures._fill
     monkeypatch.setattr(FrozenFeatures, "_fill", lambda self, d, arrays, *a: seen.append(arrays) or real_fill(self, d, arrays, *a))
     monkeypatch.setattr(features_module, "available_memory", lambda: 1000)
-    with caplog.at_level("WARNING", logger="transferkit.features"):
+    with caplog.at_level("WARNING", logger="transferkit.training.features"):
         spilled = tiny_trainer(**CNN).fit(data, epochs=1, fine_tune_epochs=1, verbose=0).history
     assert "more than half the" in caplog.text and "give cache_dir=" in caplog.text
     paths = [array.path for arrays in seen for array in arrays]
@@ -244,7 +244,7 @@ def test_random_views_and_mirrored_activations_serve_the_cached_rows(cnn_data):
     image), and mirrored activations are exactly the cached maps flipped left-right."""
     trainer = built(cnn_data)
     frozen, _ = split_backbone(trainer.backbone_model, trainer.unfreeze_index())
-    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing, trainer._augment,
+    cache = FrozenFeatures(cnn_data, trainer.backbone_model, trainer.parts.head.pool, trainer.parts.preprocessing, trainer.parts.augmentation,
                            cut=trainer.unfreeze_index(), views=3, dtype="float32", seed=1)
     n = cache.n_train
     stored = np.asarray(cache.train[0][:]).reshape(3, n, -1)
@@ -276,8 +276,8 @@ def test_random_views_and_mirrored_activations_serve_the_cached_rows(cnn_data):
 def test_feature_extraction_shows_its_progress_unless_quiet(cnn_data, capsys):
     trainer = built(cnn_data)
     for verbose in (1, 0):
-        FrozenFeatures(cnn_data, trainer.backbone_model, trainer._head.pool, trainer._preprocessing,
-                       trainer._augment, cut=trainer.unfreeze_index(), views=2, verbose=verbose).close()
+        FrozenFeatures(cnn_data, trainer.backbone_model, trainer.parts.head.pool, trainer.parts.preprocessing,
+                       trainer.parts.augmentation, cut=trainer.unfreeze_index(), views=2, verbose=verbose).close()
         shown = capsys.readouterr().err
         if verbose:  # 8 training images x 2 views, then the 8 validation images
             assert "Computing frozen features: 16/16 image views (100%)" in shown

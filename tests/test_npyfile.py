@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transferkit import ImageFolder
-from transferkit.npyfile import NpyFile
+from transferkit._internal.npyfile import NpyFile
 
 
 @settings(max_examples=30, deadline=None)

@@ -91,7 +91,7 @@ def test_train_command_in_two_processes_one_by_flags_one_by_environment(tiny_dat
 def test_several_processes_are_refused_where_they_cannot_work(tiny_data):
     import keras
 
-    from transferkit import distribute
+    from transferkit.training import distribute
 
     if keras.backend.backend() == "tensorflow":
         with pytest.raises(ValueError, match="need the JAX backend.*keras-team/keras#20585"):
@@ -117,7 +117,7 @@ def test_several_processes_are_refused_where_they_cannot_work(tiny_data):
 def test_batches_that_do_not_split_over_the_processes():
     import tensorflow as tf
 
-    from transferkit import distribute
+    from transferkit.training import distribute
 
     class TwoProcesses:  # what even_batches reads of a keras.distribution.DataParallel over two processes
         num_processes, device_mesh, distribute_dataset, scope = 2, None, None, None

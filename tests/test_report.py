@@ -10,9 +10,9 @@ import pytest
 
 from transferkit.cli import main
 from transferkit.export import export
-from transferkit.parity import PARITY_SUFFIX, check_parity
-from transferkit.report import REPORT_FILE, write_report
-from transferkit.run import save_run
+from transferkit.export.parity import PARITY_SUFFIX, check_parity
+from transferkit.evaluation.report import REPORT_FILE, write_report
+from transferkit.evaluation.run import save_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -41,6 +41,19 @@ def test_a_run_writes_a_self_contained_report(run_dir):
     for name, row in metrics["evaluation"]["per_class"].items():
         assert f"<td class=\"name\">{name}</td><td>{row['precision']:.3f}</td>" in page
     assert f"{metrics['phase_seconds'][0]:.1f} s" in page
+
+
+def test_the_settings_read_as_written_and_say_what_was_run(run_dir, trained, tiny_data):
+    page = (run_dir / REPORT_FILE).read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    settings = page[page.index("<h2>Settings"):page.index("<h2>Data and split")]
+    assert "ClassifierHead(pooling=&#x27;avg&#x27;, dropout=" in settings and "&quot;name&quot;" not in settings
+    assert "32 x 32 (the data&#x27;s)" in settings
+    run = metrics["run"]  # the same record a checkpoint must match
+    assert (run["epochs"], run["fine_tune_epochs"], run["data"]["batch_size"]) == (
+        len(trained[1].history["loss"][:trained[1].phase_boundary]), len(trained[1].history["loss"]) -
+        trained[1].phase_boundary, tiny_data.batch_size)
+    assert f"<td class=\"name\">batch_size</td><td>{tiny_data.batch_size}</td>" in settings
 
 
 def test_calibration_is_recorded_and_consistent(run_dir):

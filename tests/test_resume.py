@@ -90,8 +90,31 @@ def test_a_checkpoint_of_other_settings_or_data_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match=r"fine_tune_epochs: 1 there, 2 now"):
         tiny_trainer(**CNN, seed=1).fit(data, epochs=1, fine_tune_epochs=2, verbose=0, checkpoint_dir=tmp_path)
     other = ImageFolder(data.root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=1)
-    with pytest.raises(ValueError, match=r"data.files: "):
+    with pytest.raises(ValueError, match=r"train image cats/cats_\d+.png: (added|gone)"):  # another split
         tiny_trainer(**CNN, seed=1).fit(other, epochs=1, fine_tune_epochs=1, verbose=0, checkpoint_dir=tmp_path)
+
+
+def test_a_training_image_replaced_by_another_of_the_same_size_is_named(tmp_path):
+    """Path and size alone would let this resume silently on other pixels: the checkpoint uses the
+    same fingerprint as the caches (size and modification time) and names the file."""
+    root = make_tree(tmp_path / "pets", {"cats": 6, "dogs": 6}, ext=".bmp")  # uncompressed: sizes equal
+    data = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+    tiny_trainer(**CNN, seed=1).fit(data, epochs=1, fine_tune_epochs=1, verbose=0, checkpoint_dir=tmp_path / "ck")
+    same = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+    tiny_trainer(**CNN, seed=1).fit(same, epochs=1, fine_tune_epochs=1, verbose=0,  # control: unchanged files resume
+                                    checkpoint_dir=tmp_path / "ck")
+    replaced = data.files("train")[0]
+    other = next(p for p in data.files("train") if p.parent != replaced.parent)
+    size = replaced.stat().st_size
+    replaced.write_bytes(other.read_bytes())
+    os.utime(replaced, ns=(replaced.stat().st_atime_ns, replaced.stat().st_mtime_ns + 10**9))
+    assert replaced.stat().st_size == size
+    again = ImageFolder(root, image_size=(32, 32), batch_size=4, split=(0.5, 0.5), seed=0)
+    assert again.files("train") == data.files("train")  # the same file list: only the pixels differ
+    name = replaced.relative_to(root).as_posix()
+    with pytest.raises(ValueError, match=rf"train image {name}: changed \({size} bytes, modified at another time"):
+        tiny_trainer(**CNN, seed=1).fit(again, epochs=1, fine_tune_epochs=1, verbose=0,
+                                        checkpoint_dir=tmp_path / "ck")
 
 
 # -- the command line, killed for real --------------------------------------------------------------

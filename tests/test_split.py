@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transferkit.data import stratified_split
+from transferkit.data.split import stratified_split
 
 labels_strategy = st.lists(st.integers(0, 4), min_size=1, max_size=300)
 fractions_strategy = st.sampled_from([(0.8, 0.1, 0.1), (0.8, 0.2), (0.5, 0.25, 0.25), (0.6, 0.3, 0.1), (0.34, 0.33, 0.33)])

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import make_tree, tiny_trainer
 from transferkit import ClassifierHead, ImageFolder, load_model
-from transferkit.callbacks import PhaseCallback
+from transferkit.training.callbacks import PhaseCallback
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2")
 
@@ -236,3 +236,41 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_float32_logits(tiny_data
     assert (reloaded.argmax(1) == probabilities.argmax(1)).all()
     with pytest.raises(ValueError, match="mixed_precision"):
         tiny_trainer(mixed_precision="float8")
+
+
+def test_the_fast_path_on_data_that_cannot_serve_it_says_so(tiny_data):
+    """Plain datasets have no per-file images to compute features from: asking for the fast path on
+    them warns, naming why, and trains the exact way; asking for the exact way is silent."""
+    import warnings
+    from types import SimpleNamespace
+
+    plain = SimpleNamespace(train=tiny_data.train, validation=tiny_data.validation,
+                            class_names=tiny_data.class_names, image_size=tiny_data.image_size)
+    with pytest.warns(UserWarning, match=r"has no dataset\(\) and labels\(\).*training the exact way"):
+        result = tiny_trainer(**CNN, seed=0).fit(plain, epochs=1, fine_tune_epochs=1, verbose=0)
+    assert len(result.history["loss"]) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny_trainer(**CNN, seed=0, cache_features=False).fit(plain, epochs=1, fine_tune_epochs=0, verbose=0)
+
+
+def test_the_recipes_receive_the_built_model_not_the_trainer(tiny_data):
+    from transferkit.training import BuiltModel, CachedRecipe, ExactRecipe
+
+    trainer = tiny_trainer(**CNN, seed=0)
+    trainer.build(tiny_data.class_names, tiny_data.image_size)
+    built = trainer.parts
+    assert isinstance(built, BuiltModel) and built.model is trainer.model and built.backbone is trainer.backbone_model
+    assert built.head.num_classes == 2
+    exact = ExactRecipe(built, tiny_data, seed=0)
+    assert exact.model(2) is trainer.model and exact.trains_full_model
+    cached = CachedRecipe(built, tiny_data, cut=trainer.unfreeze_index(), phases=[1, 2], verbose=0)
+    try:
+        phase1, phase2 = cached.model(1), cached.model(2)
+        assert phase1.inputs[0].shape[-1] == cached.features.pooled_shape[-1]
+        assert {l.name for l in phase2.layers} >= {l.name for l in trainer.backbone_model.layers[trainer.unfreeze_index():]
+                                                   if not isinstance(l, keras.layers.InputLayer)}
+    finally:
+        cached.close()
+    with pytest.raises(ValueError, match="leaves no frozen layers"):
+        CachedRecipe(built, tiny_data, cut=1, phases=[1, 2])

@@ -4,48 +4,66 @@
 >>> TwoPhaseTrainer().unfreeze_from, TwoPhaseTrainer().get_config()["backbone"]
 ('auto', 'mobilenet_v2')
 
+The packages, in the order data flows through them:
+
+- `transferkit.data`: folders of images in, verified, decoded, split batches out
+- `transferkit.models`: backbones, the head, augmentation, the trained `Classifier`
+- `transferkit.training`: `TwoPhaseTrainer`, its recipes, the feature cache, checkpoints, callbacks, devices
+- `transferkit.tuning`: the KerasTuner search over the head and the unfreeze point
+- `transferkit.evaluation`: metrics, pictures, the run folder and its HTML report
+- `transferkit.export`: other formats and runtimes, and their parity with the Keras model
+- `transferkit.audit`: label errors, near-duplicates and outliers
+- `transferkit.cli`: the ``transferkit`` command
+
 The names below are imported on first use, so ``import transferkit`` (and ``transferkit --help``)
 does not load TensorFlow until something needs it.
 """
 
-import importlib as _importlib
+import json as _json
 import os as _os
 
-_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+def _backend_chosen() -> bool:
+    """Whether the environment or ``keras.json`` (as Keras finds it) names a backend."""
+    if _os.environ.get("KERAS_BACKEND"):
+        return True
+    home = _os.environ.get("KERAS_HOME") or _os.path.join(_os.path.expanduser("~"), ".keras")
+    try:
+        with open(_os.path.join(home, "keras.json")) as f:
+            return bool(_json.load(f).get("backend"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+if not _backend_chosen():
+    _os.environ["KERAS_BACKEND"] = "tensorflow"
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transferkit._internal import legacy as _legacy  # noqa: E402
+from transferkit._internal.lazy import lazy_exports as _lazy_exports  # noqa: E402
+
+_legacy.install()
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "augmentation": "augment",
-    "BackboneSpec": "backbones",
-    "WeightsUnavailableError": "backbones",
-    "get_backbone": "backbones",
-    "get_backbone_spec": "backbones",
-    "list_backbones": "backbones",
-    "register_backbone": "backbones",
-    "DatasetReport": "data",
-    "ImageFolder": "data",
-    "ClassifierHead": "head",
-    "ClassProbabilities": "head",
-    "ImageReadError": "images",
-    "read_image": "images",
-    "Classifier": "model",
-    "load_model": "model",
-    "TrainingResult": "trainer",
-    "TwoPhaseTrainer": "trainer",
-}
-
-__all__ = sorted(_EXPORTS, key=str.lower)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(_importlib.import_module(f"transferkit.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, {
+    "augmentation": "models.augment",
+    "BackboneSpec": "models.backbones",
+    "WeightsUnavailableError": "models.backbones",
+    "get_backbone": "models.backbones",
+    "get_backbone_spec": "models.backbones",
+    "list_backbones": "models.backbones",
+    "register_backbone": "models.backbones",
+    "ClassifierHead": "models.head",
+    "ClassProbabilities": "models.head",
+    "Classifier": "models.classifier",
+    "load_model": "models.classifier",
+    "DatasetReport": "data.folder",
+    "ImageFolder": "data.folder",
+    "ImageReadError": "data.images",
+    "read_image": "data.images",
+    "TrainingResult": "training.trainer",
+    "TwoPhaseTrainer": "training.trainer",
+    "Recipe": "training.settings",
+    "FastPath": "training.settings",
+})

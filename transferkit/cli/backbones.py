@@ -1,0 +1,35 @@
+"""List the registered backbones.
+
+Registered backbones, with default image size and unfreeze blocks.
+"""
+
+from __future__ import annotations
+
+import json
+
+from transferkit.cli.options import command_parser
+
+
+def add_parser(commands) -> None:
+    p = command_parser(commands, "backbones", __doc__)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+
+
+def run(args) -> int:
+    from transferkit import get_backbone_spec, list_backbones
+
+    names = list_backbones()
+    if args.json:
+        specs = [get_backbone_spec(name) for name in names]
+        print(json.dumps([{"name": name, "default_image_size": list(spec.default_image_size),
+                           "default_unfreeze": spec.default_unfreeze, "preprocessing": spec.preprocessing,
+                           "description": spec.description} for name, spec in zip(names, specs)], indent=2))
+        return 0
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}}  size     unfreeze  preprocessing  description")
+    for name in names:
+        spec = get_backbone_spec(name)
+        size = "x".join(map(str, spec.default_image_size))
+        unfreeze = "top third" if spec.default_unfreeze is None else str(spec.default_unfreeze)
+        print(f"{name:<{width}}  {size:<7}  {unfreeze:<8}  {spec.preprocessing:<13}  {spec.description}")
+    return 0

@@ -1,0 +1,65 @@
+"""Evaluate a saved model on labelled images.
+
+Accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC, top losses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from transferkit.cli.options import command_parser, data_defaults, split_option
+
+
+def add_parser(commands) -> None:
+    p = command_parser(commands, "evaluate", __doc__)
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model)")
+    p.add_argument("--split", dest="which", default="all",
+                   help="all, or train/validation/test: the files of that split as recorded in MODEL "
+                        "(models without a record: DATA_DIR split again with --seed and --fractions)")
+    data = data_defaults()
+    p.add_argument("--seed", type=int, default=data["seed"],
+                   help="seed of the split, for models that do not record theirs")
+    p.add_argument("--fractions", type=split_option, default=data["split"],
+                   help="split fractions, for models that do not record theirs")
+    p.add_argument("--batch-size", type=int, default=data["batch_size"], help="images per batch")
+    p.add_argument("--output", default=None, help="also write metrics.json, confusion_matrix.png, top_losses.png here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
+
+
+def run(args) -> int:
+    from transferkit import ImageFolder, load_model
+    from transferkit.evaluation.metrics import evaluate
+
+    classifier = load_model(args.model)
+    split = args.fractions
+    if args.which != "all":
+        if classifier.split is not None:
+            split = classifier.split["files"]
+        else:
+            print(f"{args.model} does not record its split: splitting {args.data_dir} with --seed {args.seed} and "
+                  f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
+    data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
+                       split=split, seed=args.seed, verbose=0 if args.json else 1)
+    evaluation = evaluate(classifier, data, split=args.which, tta=args.tta, verbose=1)
+    summary = evaluation.to_dict()
+    summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        evaluation.plot(out)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(evaluation)
+        print("confusion matrix (rows true, columns predicted):", evaluation.class_names)
+        for name, row in zip(evaluation.class_names, evaluation.confusion_matrix):
+            print(f"  {name:>12} {row.tolist()}")
+        print("top losses:")
+        for t in evaluation.top_losses(5):
+            print(f"  {t.file}  true {t.true}, predicted {t.predicted} (p={t.probability:.3f})")
+    return 0

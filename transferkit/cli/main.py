@@ -1,0 +1,94 @@
+"""The ``transferkit`` command: train, evaluate, predict, export, report, backbones, tune and audit.
+
+A thin layer over the library: each command is a module of this package with ``add_parser`` and
+``run``; this one builds the parser from them and runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from transferkit.cli.options import UsageError
+
+__all__ = ["main", "build_parser", "COMMANDS", "UsageError"]
+
+#: Command name -> its module in this package.
+COMMANDS = {name: f"transferkit.cli.{name}" for name in
+            ("train", "evaluate", "predict", "export", "report", "backbones", "audit", "tune")}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transferkit")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `transferkit` command line: every command and option (the CLI reference is made from it)."""
+    parser = argparse.ArgumentParser(prog="transferkit", description="Two-phase transfer learning for image classifiers.")
+    parser.add_argument("--version", action="version", version=f"transferkit {_version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    common.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class Commands:  # every command gets --verbose and --debug
+        @staticmethod
+        def add_parser(name, **kwargs):
+            return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(Commands())
+    return parser
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null: its C++ start-up lines (the
+    oneDNN banner, twice) are written there before any log level applies."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def main(argv=None) -> int:
+    """Run one command; exit status 0 on success, 2 for a usage error, 1 for a failure (a one-line
+    message on stderr; ``--debug`` adds the traceback)."""
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xNN
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "2")
+    if not args.verbose:
+        _import_tensorflow_quietly()
+    command = importlib.import_module(COMMANDS[args.command]).run
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print(f"transferkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line (and the traceback with --debug)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"transferkit {args.command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

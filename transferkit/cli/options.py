@@ -1,0 +1,173 @@
+"""What several commands share: option types, the data, backbone and model options, loading the data,
+and the usage error (exit status 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["UsageError", "command_parser", "defaults_of", "data_defaults", "HELP", "split_option", "key_value_option", "devices_option", "weights_option",
+           "unfreeze_point_option", "add_data_options", "add_backbone_options", "add_model_options", "load_data",
+           "quiet_data", "check_epochs_and_backbone"]
+
+
+class UsageError(ValueError):
+    """An option or argument that cannot work; the command exits with 2, as for argparse's errors."""
+
+
+HELP = argparse.ArgumentDefaultsHelpFormatter
+
+
+def unfreeze_point_option(text: str):
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def split_option(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split {text!r}: give fractions like 0.8,0.1,0.1") from None
+
+
+def key_value_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--backbone-option {text!r}: write KEY=VALUE, e.g. alpha=0.35")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def devices_option(text: str):
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of devices (1 or more) or 'all'.")
+    return count
+
+
+def weights_option(text: str):
+    return None if text.lower() == "none" else text
+
+
+def command_parser(commands, name: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of command ``name``, its one-line help and its description taken from ``doc`` (the
+    command module's docstring: a summary line, a blank line, the description)."""
+    summary, _, description = doc.partition("\n\n")
+    summary = summary.strip().rstrip(".")
+    return commands.add_parser(name, formatter_class=HELP, help=summary[0].lower() + summary[1:],
+                               description=" ".join(description.split()) or summary + ".")
+
+
+def defaults_of(function) -> dict:
+    """The default of each argument of ``function`` (a class: its constructor), as the library sets it:
+    the options below take their defaults from there, so the command line and the library agree."""
+    import inspect
+
+    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+def data_defaults() -> dict:
+    from transferkit.data.folder import ImageFolder  # NumPy and Pillow only: --help stays fast
+
+    return defaults_of(ImageFolder)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    data = data_defaults()
+    p.add_argument("--image-size", type=int, default=data["image_size"][0], help="square input size in pixels")
+    p.add_argument("--batch-size", type=int, default=data["batch_size"], help="images per batch")
+    p.add_argument("--split", type=split_option, default=data["split"],
+                   help="train,validation[,test] fractions for a folder of class folders "
+                        "(ignored when DATA_DIR has train/ and validation/)")
+    p.add_argument("--seed", type=int, default=data["seed"], help="seed for the split, shuffling and initialisation")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep decoded images (and frozen features) here, reused by later runs on the same files")
+    p.add_argument("--exclude", default=None, metavar="FILE",
+                   help="leave out the files an audit.json flags, or those a text file lists (one path a line, "
+                        "relative to DATA_DIR); the run records them")
+
+
+def add_backbone_options(p: argparse.ArgumentParser) -> None:
+    from transferkit.models import defaults
+
+    p.add_argument("--backbone", default=defaults.BACKBONE, help="registered backbone (see: transferkit backbones)")
+    p.add_argument("--weights", type=weights_option, default=defaults.WEIGHTS,
+                   help="'imagenet' (Keras cache/download), 'none', or a weights file path")
+    p.add_argument("--backbone-option", type=key_value_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="backbone constructor option, repeatable (e.g. alpha=0.35)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from transferkit.models import defaults
+    from transferkit.training.settings import FastPath, Recipe
+
+    add_backbone_options(p)
+    p.add_argument("--unfreeze-from", type=unfreeze_point_option, default=Recipe.unfreeze_from,
+                   help="backbone layer index or block name where fine-tuning starts; auto: the backbone's "
+                        "default (see: transferkit backbones)")
+    p.add_argument("--learning-rate", type=float, default=Recipe.learning_rate, help="phase-1 learning rate")
+    p.add_argument("--fine-tune-lr-factor", type=float, default=Recipe.fine_tune_lr_factor,
+                   help="phase-2 learning rate factor")
+    p.add_argument("--dropout", type=float, default=defaults.HEAD["dropout"], help="dropout before the logits")
+    p.add_argument("--hidden-units", type=int, default=defaults.HEAD["hidden_units"],
+                   help="optional hidden Dense layer size")
+    p.add_argument("--augmentation", default=defaults.AUGMENTATION,
+                   help="augmentation preset: none, default, light, strong")
+    p.add_argument("--exact", action="store_true",
+                   help="run the exact recipe (the whole network every step) instead of training on frozen "
+                        "features computed once")
+    p.add_argument("--views", type=int, default=FastPath.views,
+                   help="augmented views per training image for the fast path")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in float16 on a GPU, bfloat16 elsewhere; the logits stay float32")
+
+
+def load_data(args):
+    """The `ImageFolder` that ``add_data_options`` describes, its report printed."""
+    from transferkit import ImageFolder
+
+    exclude = None
+    if args.exclude:
+        from transferkit.audit import read_exclusions
+
+        exclude = read_exclusions(args.exclude)
+    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
+                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
+    print(data.report, "\n")
+    return data
+
+
+def quiet_data(args):
+    """`load_data` without printing (``--json`` keeps stdout for the JSON)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return load_data(args)
+
+
+def check_epochs_and_backbone(args) -> None:
+    """The options ``train`` and ``tune`` share, checked before anything is decoded."""
+    from transferkit import get_backbone_spec, list_backbones
+
+    for name in ("epochs", "fine_tune_epochs"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 or more epochs.")
+    if args.epochs + args.fine_tune_epochs == 0:
+        raise UsageError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
+    try:
+        get_backbone_spec(args.backbone)
+    except KeyError:
+        raise UsageError(f"--backbone {args.backbone!r} is not registered; choose one of: "
+                         f"{', '.join(list_backbones())}.") from None
+    weights = args.weights
+    if isinstance(weights, str) and weights.lower() not in ("none", "imagenet") and not Path(weights).is_file():
+        raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")

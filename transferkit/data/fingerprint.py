@@ -1,0 +1,88 @@
+"""One fingerprint of a list of files, for every cache and checkpoint that depends on them.
+
+A file is known by its resolved path, its size and its modification time (nanoseconds): a file
+replaced by another of the same size, or edited in place, changes its fingerprint. The image cache,
+the feature cache and the run checkpoint all use `FileList`, so they agree on when data changed.
+
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> (folder / "a.jpg").write_bytes(b"12345")
+5
+>>> before = FileList.of([folder / "a.jpg"], root=folder)
+>>> before.names, before == FileList.of([folder / "a.jpg"], root=folder)
+(('a.jpg',), True)
+>>> import os; os.utime(folder / "a.jpg", ns=(0, 0))     # the same size, another file
+>>> FileList.of([folder / "a.jpg"], root=folder).changes(before.stamps())
+['a.jpg: changed (5 bytes, modified at another time)']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["FileList"]
+
+
+@dataclass(frozen=True)
+class FileList:
+    """Files in order, each with its size and modification time.
+
+    ``root`` only shortens the names that `stamps` and `changes` give (paths relative to it); the
+    digest always hashes resolved paths, so the same files give the same digest from any root.
+    """
+
+    paths: tuple[str, ...]
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mtimes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, paths: Iterable[os.PathLike | str], root: os.PathLike | str | None = None) -> FileList:
+        paths = [Path(p) for p in paths]
+        stats = [os.stat(p) for p in paths]
+        names = tuple(_name(p, root) for p in paths)
+        return cls(tuple(str(p.resolve()) for p in paths), names,
+                   tuple(s.st_size for s in stats), tuple(s.st_mtime_ns for s in stats))
+
+    def digest(self, *context) -> str:
+        """A hex digest of ``context`` (JSON-friendly values: the settings the caller adds) and the files."""
+        digest = hashlib.sha256()
+        if context:
+            digest.update(repr(context).encode("utf-8", "surrogateescape"))
+        for path, size, mtime in zip(self.paths, self.sizes, self.mtimes):
+            digest.update(f"{path}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def stamps(self) -> dict[str, list[int]]:
+        """``{name: [size, mtime_ns]}``, JSON-friendly, for a record that must later say which file changed."""
+        return {name: [size, mtime] for name, size, mtime in zip(self.names, self.sizes, self.mtimes)}
+
+    def changes(self, saved: dict[str, list[int]], limit: int = 5) -> list[str]:
+        """How these files differ from ``saved`` (`stamps` of an earlier list), each file named;
+        at most ``limit`` lines, then a count of the rest."""
+        current = self.stamps()
+        lines = []
+        for name in current:
+            if name not in saved:
+                lines.append(f"{name}: added")
+            elif list(saved[name]) != current[name]:
+                size, mtime = current[name]
+                what = "modified at another time" if saved[name][0] == size else f"{saved[name][0]} bytes then"
+                lines.append(f"{name}: changed ({size} bytes, {what})")
+        lines += [f"{name}: gone" for name in saved if name not in current]
+        if len(lines) > limit:
+            lines = lines[:limit] + [f"and {len(lines) - limit} more"]
+        return lines
+
+
+def _name(path: Path, root) -> str:
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()

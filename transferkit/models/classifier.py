@@ -1,0 +1,86 @@
+"""`Classifier`: a trained model that takes raw pixels and gives class probabilities; `load_model`.
+
+A saved classifier is an ordinary ``.keras`` file whose last layer, `ClassProbabilities`, carries
+the class names and image size, so ``load_model(path)`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from transferkit.models.head import ClassProbabilities
+from transferkit.models.inference import Predictor
+
+__all__ = ["Classifier", "load_model"]
+
+
+class Classifier(Predictor):
+    """A Keras model from raw RGB pixels (0-255) to one probability per class, with its class names.
+
+    ``predict`` takes what every `Predictor` takes (an image array, one image, a list of image file
+    paths) and also a ``tf.data.Dataset`` (of images, or of ``(images, labels)``).
+    """
+
+    def __init__(self, model: keras.Model):
+        layers = [layer for layer in model.layers if isinstance(layer, ClassProbabilities)]
+        if not layers:
+            raise ValueError(
+                f"Model {model.name!r} has no ClassProbabilities output layer; it was not made by transferkit."
+            )
+        super().__init__(layers[-1].class_names, (model.input_shape[1], model.input_shape[2]))
+        self.model = model
+        self._output_layer = layers[-1]
+
+    @property
+    def split(self) -> dict | None:
+        """How the training data was split (``ImageFolder.split_record()``: seed, fractions, and the
+        files of each split, relative to the data folder), saved inside the ``.keras`` file; None if
+        unknown."""
+        return self._output_layer.split
+
+    @split.setter
+    def split(self, record: dict | None) -> None:
+        self._output_layer.split = record
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(batch))
+
+    def predict_array(self, images: np.ndarray, batch_size: int, verbose: int = 0) -> np.ndarray:
+        return self.model.predict(images, batch_size=batch_size, verbose=verbose)  # Keras batches by itself
+
+    def predict(self, x, batch_size: int = 32, verbose: int = 0, tta: bool = False) -> np.ndarray:
+        if not hasattr(x, "element_spec"):
+            return super().predict(x, batch_size, verbose, tta)
+        images = x.map(lambda *batch: batch[0]) if isinstance(x.element_spec, tuple) else x  # a tf.data.Dataset
+        probabilities = self.model.predict(images, verbose=verbose)
+        if tta:
+            mirrored = images.map(lambda batch: batch[:, :, ::-1])
+            probabilities = (probabilities + self.model.predict(mirrored, verbose=verbose)) / 2
+        return probabilities
+
+    def save(self, path: os.PathLike | str, overwrite: bool = False) -> Path:
+        """Write a ``.keras`` file; an existing file is only replaced with ``overwrite=True``."""
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ValueError(f"{path}: the file name must end in .keras (the Keras 3 format).")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it, or choose another name.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(path)
+        return path
+
+
+def load_model(path: os.PathLike | str) -> Classifier:
+    """Load a classifier saved by transferkit (``trainer.save`` or ``Classifier.save``).
+
+    No Python code is unpickled: only Keras layers registered by Keras and transferkit are rebuilt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}")
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return Classifier(model)

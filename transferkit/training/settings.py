@@ -1,0 +1,137 @@
+"""The trainer's settings in small groups, each the one home of its defaults: the `Recipe` (how the
+two phases train) and the `FastPath` (training on frozen features computed once). Named `PRESETS`
+bundle whole runs (today's default, the seed project's settings).
+
+Nothing here loads Keras, so the command line reads its defaults from here before TensorFlow starts.
+
+>>> Recipe().learning_rate, Recipe.from_config(Recipe(unfreeze_from=100).get_config()).unfreeze_from
+(0.0001, 100)
+>>> Recipe(optimizer="lion")
+Traceback (most recent call last):
+...
+ValueError: optimizer='lion': use 'adam', 'adamw', 'rmsprop' or 'sgd'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Recipe", "FastPath", "PRESETS", "preset", "EPOCHS", "FINE_TUNE_EPOCHS"]
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+#: ``fit``'s phase-1 (backbone frozen) and phase-2 (top of the backbone trains) epochs.
+EPOCHS = 10
+FINE_TUNE_EPOCHS = 10
+
+
+class _Settings:
+    """``get_config`` / ``from_config`` / ``replace`` for a frozen dataclass of JSON-friendly values."""
+
+    def get_config(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class Recipe(_Settings):
+    """How the two phases train.
+
+    Args:
+        unfreeze_from: backbone layer index, block name or layer name where phase 2 starts training;
+            ``"auto"``: the backbone's own default (`BackboneSpec.default_unfreeze`).
+        learning_rate: phase-1 learning rate.
+        fine_tune_lr_factor: phase-2 learning rate = ``learning_rate * fine_tune_lr_factor``.
+        freeze_batchnorm: keep BatchNormalization in inference mode in phase 2.
+        optimizer: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"``, a fresh one per phase.
+        label_smoothing: for two-class heads.
+    """
+
+    unfreeze_from: int | str = "auto"
+    learning_rate: float = 1e-4
+    fine_tune_lr_factor: float = 0.3
+    freeze_batchnorm: bool = True
+    optimizer: str = "adam"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.learning_rate <= 0 or self.fine_tune_lr_factor <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r} and fine_tune_lr_factor="
+                             f"{self.fine_tune_lr_factor!r} must be positive.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}: use 'adam', 'adamw', 'rmsprop' or 'sgd'.")
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        object.__setattr__(self, "fine_tune_lr_factor", float(self.fine_tune_lr_factor))
+
+
+@dataclass(frozen=True)
+class FastPath(_Settings):
+    """Training on the frozen layers' outputs, computed once (`transferkit.training.features`).
+
+    Args:
+        cache_features: use the fast path; ``False`` runs the exact recipe (fresh augmentation every
+            epoch, the whole network every step).
+        views: augmented variants per training image (view 0 unaugmented).
+        feature_dtype: storage type of cached features (``"float16"`` halves memory).
+        cache_dir: keep cached features in files here, reused by later runs on the same files,
+            weights and settings; by default in memory for one ``fit``.
+        random_views: each image gets one of its views drawn at random every epoch (instead of view
+            ``epoch % views`` for all images).
+        mirror_features: phase 2 mirrors each sample's cached activation maps left-right with
+            probability 1/2 (off when there is no augmentation).
+        cache_unfreeze_points: with ``cache_dir``, more unfreeze points whose phase-2 inputs are
+            computed in the same pass, for later runs (a search passes every point it may try).
+    """
+
+    cache_features: bool = True
+    views: int = 3
+    feature_dtype: str = "float16"
+    cache_dir: str | None = None
+    random_views: bool = True
+    mirror_features: bool = True
+    cache_unfreeze_points: tuple = field(default=())
+
+    def __post_init__(self):
+        if int(self.views) < 1:
+            raise ValueError(f"views={self.views!r}: the fast path needs at least one view per training image.")
+        object.__setattr__(self, "views", int(self.views))
+        object.__setattr__(self, "cache_dir", None if self.cache_dir is None else os.fspath(self.cache_dir))
+        object.__setattr__(self, "cache_unfreeze_points", tuple(self.cache_unfreeze_points))
+        object.__setattr__(self, "random_views", bool(self.random_views))
+        object.__setattr__(self, "mirror_features", bool(self.mirror_features))
+
+
+#: Named trainer settings. ``"default"``: transferkit's own (192 px from the data, the fast path,
+#: the backbone's unfreeze point); ``"seed_project"``: the tutorial project transferkit grew out of
+#: (160 px, the exact recipe, layers from 100 on, a tenth of the learning rate in phase 2).
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "seed_project": {"image_size": (160, 160), "unfreeze_from": 100, "fine_tune_lr_factor": 0.1,
+                     "cache_features": False},
+}
+
+
+def preset(name: str) -> dict:
+    """The trainer arguments of a named preset (a copy).
+
+    >>> preset("seed_project")["unfreeze_from"]
+    100
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}: choose one of {', '.join(PRESETS)}.")
+    return dict(PRESETS[name])

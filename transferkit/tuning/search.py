@@ -1,0 +1,424 @@
+"""Hyperparameter search over the head, the learning rate and the unfreeze point, with KerasTuner.
+
+KerasTuner builds one model per trial and calls ``HyperModel.fit`` once; it cannot recompile between
+phases by itself (keras-team/keras-tuner#629). `TwoPhaseHyperModel.fit` runs both phases of the
+recipe inside that one call, so any KerasTuner tuner works with it (`tune` adds per-epoch reports,
+per-trial seeds and a process per trial):
+
+>>> import keras_tuner as kt, numpy as np, tensorflow as tf
+>>> from types import SimpleNamespace
+>>> images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+>>> batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)
+>>> data = SimpleNamespace(train=batches, validation=batches, class_names=["cats", "dogs"], image_size=(32, 32))
+>>> hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, weights=None,
+...                                 backbone_options={"alpha": 0.35}, epochs=1, fine_tune_epochs=1,
+...                                 unfreeze_points=["block_15", "block_16"], seed=0)
+>>> tuner = kt.RandomSearch(hypermodel, objective=final_objective("val_accuracy"), max_trials=2,
+...                         directory=tempfile.mkdtemp(), project_name="demo", seed=0)
+>>> tuner.search(data, verbose=0)
+>>> sorted(trial.status for trial in tuner.oracle.trials.values())
+['COMPLETED', 'COMPLETED']
+
+A trial *is* a `TwoPhaseTrainer` run with the trial's settings (`TwoPhaseHyperModel.trainer_for`),
+seeded from the search's seed and the trial id, so the same search run twice gives the same scores.
+On the fast path (the default) trials share cached features through ``cache_dir``: the pooled
+backbone output once per search, and each unfreeze point's activations once per point; the first
+pass over the images computes them for every point in the search space.
+
+The score of a trial is its metric at the end of phase 2 (``final_val_accuracy`` by default), not
+the best epoch: the model a search picks is the one fine-tuning ends with. Every epoch's metrics also
+reach the oracle (with the objective NaN until the end, so scoring ignores them), and
+``stop_below_median_after=k`` stops a trial whose metric after epoch ``k`` is below the median of the
+finished trials' at the same epoch (the median stopping rule).
+
+Epoch budget. A trial trains ``epochs`` frozen and ``fine_tune_epochs`` fine-tuning epochs. When the
+tuner passes its own budget ``E`` (Hyperband does, as ``epochs``; so does ``search(..., epochs=E)``),
+it is split in the same proportion: ``round(E * epochs / (epochs + fine_tune_epochs))`` frozen epochs
+(at least one), the rest fine-tuning. A Hyperband trial that continues an earlier one
+(``initial_epoch > 0``) starts from that trial's final, already fine-tuned weights and spends its
+``E - initial_epoch`` epochs fine-tuning.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import tempfile  # noqa: F401  (used by the docstring example)
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from transferkit.models.backbones import get_backbone, get_backbone_spec
+from transferkit._internal.memory import rss_mb
+from transferkit.training.trainer import TwoPhaseTrainer
+from transferkit.tuning import defaults
+from transferkit.tuning.oracles import ORACLES
+from transferkit.tuning.trial_runner import TrialRunning, TrialStopped
+from transferkit.tuning.tuners import TwoPhaseHyperband, TwoPhaseTuner
+
+__all__ = ["TwoPhaseHyperModel", "final_objective", "split_budget", "trial_seed", "tune", "TuningResult",
+           "MemoryLog"]
+
+log = logging.getLogger(__name__)
+
+
+
+def final_objective(metric: str = "val_accuracy") -> kt.Objective:
+    """The KerasTuner objective for ``metric`` at the end of phase 2 (``final_<metric>``)."""
+    direction = "min" if "loss" in metric else "max"
+    return kt.Objective(f"final_{metric}", direction=direction)
+
+
+def split_budget(total: int, epochs: int, fine_tune_epochs: int) -> tuple[int, int]:
+    """Split ``total`` epochs between the phases in the ratio ``epochs : fine_tune_epochs``.
+
+    >>> split_budget(10, 5, 5), split_budget(3, 5, 5), split_budget(4, 4, 0), split_budget(1, 1, 1)
+    ((5, 5), (2, 1), (4, 0), (1, 0))
+    """
+    if fine_tune_epochs == 0:
+        return total, 0
+    first = max(1, round(total * epochs / (epochs + fine_tune_epochs)))
+    first = min(first, total)
+    return first, total - first
+
+
+def trial_seed(search_seed: int | None, trial_id: str) -> int | None:
+    """The seed of one trial: a hash of the search's seed and the trial id (None: unseeded).
+
+    >>> trial_seed(42, "00") == trial_seed(42, "00") != trial_seed(42, "01")
+    True
+    """
+    if search_seed is None:
+        return None
+    return zlib.crc32(f"{search_seed}/{trial_id}".encode()) & 0x7FFFFFFF
+
+
+class TwoPhaseHyperModel(kt.HyperModel):
+    """A KerasTuner ``HyperModel`` for the two-phase recipe: each trial is a `TwoPhaseTrainer` run.
+
+    Each trial's trainer is the base ``trainer`` (a `TwoPhaseTrainer`, or its `get_config`; by default
+    ``TwoPhaseTrainer(**trainer_options)``) with only what is searched replaced, so every other setting
+    and default is the trainer's own. Searched (each can be narrowed or fixed through the arguments):
+
+    - ``dropout`` in ``dropout_range`` (step 0.1);
+    - ``hidden_units`` among ``hidden_units`` (0: no hidden layer);
+    - ``learning_rate`` in ``learning_rate_range`` (log scale);
+    - ``unfreeze_from`` among ``unfreeze_points`` — by default the backbone's blocks in its upper half;
+    - ``fine_tune_lr_factor`` among ``fine_tune_lr_factors``.
+
+    The first trial tries the base trainer's values where the search space holds them.
+    ``search(data)`` takes an `ImageFolder` (or anything with ``train``, ``validation``, ``class_names``
+    and ``image_size``). On the fast path (the base trainer's ``cache_features``) trials train on cached
+    features kept in its ``cache_dir`` and shared by all of them; their augmentation uses the search's
+    ``seed`` (one set of views), the rest of each trial its own `trial_seed`.
+    """
+
+    def __init__(
+        self,
+        class_names,
+        image_size,
+        trainer: TwoPhaseTrainer | dict | None = None,
+        epochs: int = defaults.TRIAL_EPOCHS,
+        fine_tune_epochs: int = defaults.TRIAL_FINE_TUNE_EPOCHS,
+        metric: str = defaults.METRIC,
+        dropout_range: tuple[float, float] = defaults.DROPOUT_RANGE,
+        hidden_units: tuple[int, ...] = defaults.HIDDEN_UNITS,
+        learning_rate_range: tuple[float, float] = defaults.LEARNING_RATE_RANGE,
+        unfreeze_points: list | None = None,
+        fine_tune_lr_factors: tuple[float, ...] = defaults.FINE_TUNE_LR_FACTORS,
+        seed: int | None = None,
+        trainer_options: dict | None = None,
+        name: str | None = None,
+        **options,
+    ):
+        super().__init__(name=name, tunable=True)
+        options = {**(trainer_options or {}), **options}  # TwoPhaseTrainer arguments
+        if trainer is not None and options:
+            raise ValueError(f"Give the base trainer's settings in trainer= or as arguments, not both: "
+                             f"{', '.join(sorted(options))}.")
+        if isinstance(trainer, TwoPhaseTrainer):
+            trainer = trainer.get_config()
+        #: The base trainer's config; each trial replaces only what it searches.
+        self.base = TwoPhaseTrainer.from_config(trainer).get_config() if trainer else TwoPhaseTrainer(
+            **options).get_config()
+        self.class_names = list(class_names)
+        self.image_size = tuple(image_size)
+        self.epochs = epochs
+        self.fine_tune_epochs = fine_tune_epochs
+        self.metric = metric
+        self.dropout_range = dropout_range
+        self.hidden_units = tuple(hidden_units)
+        self.learning_rate_range = learning_rate_range
+        self.fine_tune_lr_factors = tuple(fine_tune_lr_factors)
+        self.seed = seed
+        # One set of cached views for the whole search, also when it is not seeded.
+        self.augmentation_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+        self.unfreeze_points = list(unfreeze_points) if unfreeze_points else self.default_unfreeze_points()
+        self.trial_id: str | None = None  # set by the tuner before each build
+        self.trainer: TwoPhaseTrainer | None = None
+
+    @property
+    def backbone(self) -> str:
+        return self.base["backbone"]
+
+    @property
+    def cache_features(self) -> bool:
+        return self.base["cache_features"]
+
+    @property
+    def cache_dir(self) -> str | None:
+        return self.base["cache_dir"]
+
+    def __getstate__(self):  # sent to trial processes without the last trial's model
+        return {**self.__dict__, "trainer": None}
+
+    def default_unfreeze_points(self) -> list[str]:
+        """The blocks that start in the upper half of the backbone's layers."""
+        spec = get_backbone_spec(self.backbone)
+        model = get_backbone(self.backbone, (*self.image_size, 3), weights=None, **self.base["backbone_options"])
+        half = len(model.layers) // 2
+        points = [name for name, index in spec.blocks(model).items() if index >= half]
+        del model
+        keras.backend.clear_session()
+        if not points:
+            raise ValueError(f"Backbone {self.backbone!r} names no blocks; pass unfreeze_points=[layer indices].")
+        return points
+
+    def _first(self, name: str, choices: list):
+        """The base trainer's value of ``name`` where ``choices`` holds it, else the middle choice."""
+        value = self.base["head"][name] if name in ("dropout", "hidden_units") else self.base[name]
+        value = 0 if name == "hidden_units" and value is None else value
+        return value if value in choices else choices[len(choices) // 2]
+
+    def trainer_for(self, hp: kt.HyperParameters, seed: int | None = None) -> TwoPhaseTrainer:
+        """The `TwoPhaseTrainer` of a trial with these hyperparameter values (and ``seed``): the base
+        trainer with the searched settings replaced."""
+        low, high = self.dropout_range
+        head = self.base["head"]
+        dropout = hp.Float("dropout", low, high, step=0.1, default=min(max(head["dropout"], low), high))
+        hidden = hp.Choice("hidden_units", list(self.hidden_units),
+                           default=self._first("hidden_units", list(self.hidden_units)))
+        lr_low, lr_high = self.learning_rate_range
+        learning_rate = hp.Float("learning_rate", lr_low, lr_high, sampling="log",
+                                 default=min(max(self.base["learning_rate"], lr_low), lr_high))
+        unfreeze = hp.Choice("unfreeze_from", self.unfreeze_points,
+                             default=self._first("unfreeze_from", self.unfreeze_points))
+        factor = hp.Choice("fine_tune_lr_factor", list(self.fine_tune_lr_factors),
+                           default=self._first("fine_tune_lr_factor", list(self.fine_tune_lr_factors)))
+        return TwoPhaseTrainer.from_config({
+            **self.base,
+            "head": {"pooling": head["pooling"], "hidden_activation": head["hidden_activation"],
+                     "dropout": dropout, "hidden_units": hidden or None},
+            "unfreeze_from": unfreeze, "learning_rate": learning_rate, "fine_tune_lr_factor": factor,
+            "image_size": self.image_size, "seed": seed, "augmentation_seed": self.augmentation_seed,
+            "cache_unfreeze_points": self.unfreeze_points if self.cache_dir is not None else (),
+        })
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """The trial's phase-1 model (backbone frozen, compiled), built as `TwoPhaseTrainer.fit` builds
+        it, seeded with `trial_seed`; the trainer is kept as ``self.trainer``."""
+        self.trainer = None
+        gc.collect()  # KerasTuner has just cleared the Keras session; drop the last trial's objects too
+        trainer = self.trainer_for(hp, seed=trial_seed(self.seed, self.trial_id or "0"))
+        if trainer.seed is not None:
+            keras.utils.set_random_seed(trainer.seed)
+        trainer.build(self.class_names, self.image_size)
+        trainer.freeze_backbone()
+        trainer.compile(trainer.learning_rate)
+        self.trainer = trainer
+        return trainer.model
+
+    def fit(self, hp, model, data, *args, callbacks=None, epochs=None, initial_epoch=0, verbose="auto", **kwargs):
+        """The trial: `TwoPhaseTrainer.fit` on ``data`` with the model `build` returned; returns the last
+        epoch's metrics as ``final_<name>``.
+
+        A trial that continues an earlier one (``initial_epoch > 0``, Hyperband) starts from the
+        weights loaded into ``model`` and spends its ``epochs - initial_epoch`` epochs fine-tuning."""
+        trainer = self.trainer
+        if trainer is None or trainer.model is not model:
+            raise RuntimeError("TwoPhaseHyperModel.fit needs the model its own build() returned.")
+        total = epochs if epochs is not None else self.epochs + self.fine_tune_epochs
+        if initial_epoch:
+            first, second = 0, total - initial_epoch
+        else:
+            first, second = split_budget(total, self.epochs, self.fine_tune_epochs)
+        if first + second <= 0:
+            raise ValueError(f"A trial from epoch {initial_epoch} to {total} has no epochs to train.")
+        try:
+            history = trainer.fit(data, epochs=first, fine_tune_epochs=second, callbacks=callbacks, verbose=verbose,
+                                  class_weight=kwargs.get("class_weight"), rebuild=False).history
+            logs = {k: v[-1] for k, v in history.items() if k != "phase"}
+        except TrialStopped as stopped:
+            logs = stopped.logs
+        return {f"final_{k}": float(v) for k, v in logs.items()}
+
+
+class MemoryLog(keras.callbacks.Callback):
+    """Records resident memory (MiB, after garbage collection) at the start of every training run:
+    one entry per trial (callbacks see both phases as one run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rss: list[float] = []
+
+    def __deepcopy__(self, memo):  # KerasTuner copies callbacks per trial; this log is shared
+        return self
+
+    def on_train_begin(self, logs=None):
+        gc.collect()
+        self.rss.append(rss_mb())
+
+
+@dataclass
+class TuningResult:
+    tuner: kt.Tuner
+    best_hyperparameters: dict
+    best_score: float | None
+    trials: list[dict]
+    classifier: object | None = None
+    files: tuple = ()
+
+    def table(self) -> str:
+        """The trials, best first: id, score and hyperparameters."""
+        keys = ["learning_rate", "dropout", "hidden_units", "unfreeze_from", "fine_tune_lr_factor"]
+        header = f"{'trial':<6} {'score':>8}  " + "  ".join(f"{k:>19}" for k in keys)
+        lines = [header]
+        for t in self.trials:
+            score = "-" if t["score"] is None else f"{t['score']:.4f}"
+            values = [t["hyperparameters"].get(k, "") for k in keys]
+            shown = [f"{v:>19.3g}" if isinstance(v, float) else f"{str(v):>19}" for v in values]
+            lines.append(f"{t['trial_id']:<6} {score:>8}  " + "  ".join(shown))
+        return "\n".join(lines)
+
+
+def _trials(tuner: kt.Tuner) -> list[dict]:
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score,
+                     "hyperparameters": values})
+    direction = tuner.oracle.objective.direction
+    missing = float("-inf") if direction == "max" else float("inf")
+    rows.sort(key=lambda r: r["score"] if r["score"] is not None else missing, reverse=direction == "max")
+    return rows
+
+
+def tune(
+    data,
+    directory: os.PathLike | str,
+    project_name: str = defaults.PROJECT_NAME,
+    tuner=defaults.TUNER,
+    max_trials: int = defaults.MAX_TRIALS,
+    max_epochs: int | None = None,
+    overwrite: bool = False,
+    output: os.PathLike | str | None = None,
+    isolate_trials: bool = True,
+    verbose="auto",
+    callbacks: list | None = None,
+    stop_below_median_after: int | None = None,
+    tuner_class: type | None = None,
+    trials_per_process: int = 5,
+    **hypermodel_options,
+) -> TuningResult:
+    """Run (or resume) a search and return its trials, best hyperparameters and best classifier.
+
+    ``tuner`` names the search algorithm, ``"random"``, ``"bayesian"`` or ``"hyperband"``
+    (``max_epochs`` is Hyperband's budget per trial): the oracle (`transferkit.tuning.oracles`), which
+    also applies ``stop_below_median_after=k`` (see the module docstring), on every worker of a
+    distributed search too. ``tuner_class`` is the tuner that runs the trials, `TwoPhaseTuner` (for
+    Hyperband `TwoPhaseHyperband`) or a subclass of it (one whose ``run_trial`` logs each trial, say).
+    With ``overwrite=False`` an interrupted search in ``directory/project_name`` continues where it
+    stopped. With ``isolate_trials`` (the default) trials train in worker processes, each replaced by
+    a fresh one after ``trials_per_process`` trials, so memory stays bounded however many trials
+    run (callbacks must then be picklable). Cached features go to ``directory/project_name/features``
+    unless the trainer's ``cache_dir`` says otherwise; the workers of a distributed search on one
+    machine share them. With ``output``, the best model (``best.keras``), ``trials.json`` and
+    ``tuning.png`` are written there. In distributed mode (``KERASTUNER_TUNER_ID`` etc. set) workers
+    run trials and return an empty result; the chief serves the oracle and, at the end, returns the
+    trials and writes the outputs. Other keyword arguments go to `TwoPhaseHyperModel` (a base
+    ``trainer=``, or `TwoPhaseTrainer` arguments).
+    """
+    if isinstance(tuner, type) and issubclass(tuner, kt.Tuner):
+        return _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_trials, max_epochs,
+                                              overwrite, output, isolate_trials, verbose, callbacks,
+                                              stop_below_median_after, **hypermodel_options)
+    if tuner not in ORACLES:
+        raise ValueError(f"tuner={tuner!r}: choose one of {', '.join(ORACLES)}.")
+    hyperband = tuner == "hyperband"
+    tuner_class = tuner_class or (TwoPhaseHyperband if hyperband else TwoPhaseTuner)
+    if not (isinstance(tuner_class, type) and issubclass(tuner_class, TwoPhaseTuner)):
+        raise TypeError(f"tuner_class={tuner_class!r}: give TwoPhaseTuner or a subclass of it.")
+    if hyperband and not issubclass(tuner_class, TwoPhaseHyperband):
+        raise TypeError(f"tuner='hyperband' runs its trials with TwoPhaseHyperband (or a subclass), not "
+                        f"{tuner_class.__name__}.")
+    hypermodel = _hypermodel(data, directory, project_name, hypermodel_options)
+    budget = dict(max_epochs=max_epochs or hypermodel.epochs + hypermodel.fine_tune_epochs, factor=3) if hyperband \
+        else dict(max_trials=max_trials)
+    oracle = ORACLES[tuner](objective=final_objective(hypermodel.metric), seed=hypermodel.seed,
+                            stop_below_median_after=stop_below_median_after, **budget)
+    search = tuner_class(oracle, hypermodel, directory=str(directory), project_name=project_name,
+                         overwrite=overwrite, isolate_trials=isolate_trials, trials_per_process=trials_per_process)
+    return _search(search, hypermodel, data, callbacks, verbose, output)
+
+
+def _hypermodel(data, directory, project_name, options: dict) -> TwoPhaseHyperModel:
+    hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, **options)
+    if hypermodel.cache_features and hypermodel.cache_dir is None:
+        hypermodel.base["cache_dir"] = str(Path(directory) / project_name / "features")
+    return hypermodel
+
+
+def _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_trials, max_epochs, overwrite, output,
+                                   isolate_trials, verbose, callbacks, stop_below_median_after, **options):
+    """The search with a KerasTuner tuner class (deprecated: its oracle is its own, so the median
+    rule cannot be added; give ``tuner=`` a name and ``tuner_class=`` a `TwoPhaseTuner` subclass)."""
+    warnings.warn(f"tune(tuner={tuner.__name__}): a KerasTuner tuner class is deprecated; pass tuner='random', "
+                  "'bayesian' or 'hyperband' and, to change how trials run, tuner_class= a subclass of "
+                  "transferkit.tuning.TwoPhaseTuner.", DeprecationWarning, stacklevel=3)
+    if stop_below_median_after is not None:
+        raise ValueError("stop_below_median_after needs tuner= a name ('random', 'bayesian', 'hyperband'): the "
+                         "rule lives in transferkit's oracles, not in a KerasTuner tuner class.")
+
+    class Running(TrialRunning, tuner):
+        pass
+
+    hypermodel = _hypermodel(data, directory, project_name, options)
+    common = dict(objective=final_objective(hypermodel.metric), directory=str(directory), project_name=project_name,
+                  overwrite=overwrite, seed=hypermodel.seed, isolate_trials=isolate_trials)
+    budget = dict(max_epochs=max_epochs or hypermodel.epochs + hypermodel.fine_tune_epochs, factor=3) \
+        if issubclass(tuner, kt.Hyperband) else dict(max_trials=max_trials)
+    return _search(Running(hypermodel, **budget, **common), hypermodel, data, callbacks, verbose, output)
+
+
+def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, output) -> TuningResult:
+    objective = search.oracle.objective
+    search.search(data, callbacks=list(callbacks or []), verbose=verbose)
+
+    if "KERASTUNER_TUNER_ID" in os.environ and "chief" not in os.environ["KERASTUNER_TUNER_ID"]:
+        return TuningResult(tuner=search, best_hyperparameters={}, best_score=None, trials=[])  # a worker
+    trials = _trials(search)
+    best = search.oracle.get_best_trials(1)
+    result = TuningResult(
+        tuner=search,
+        best_hyperparameters=trials[0]["hyperparameters"] if best else {},
+        best_score=best[0].score if best else None,
+        trials=trials,
+    )
+    if not best:
+        return result
+    hypermodel.trial_id = best[0].trial_id
+    with warnings.catch_warnings():  # the checkpoint holds phase 2's optimizer state, which is not needed
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        search.load_model(best[0])  # rebuilds the best trial's model and loads its final weights
+    result.classifier = hypermodel.trainer.classifier
+    if output is not None:
+        from transferkit.evaluation.run import save_search
+
+        result.files = tuple(save_search(result, objective.name, output))
+    return result
