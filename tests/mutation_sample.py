@@ -4,7 +4,7 @@ mutants: all ~3,700 of them would take days on 2 cores, since most run a real tr
 a uniform sample estimates the whole; the interval printed is a 95% Wilson interval.
 
     python tests/mutation_sample.py --per-module 6 --seed 0      # `make mutation`
-    python tests/mutation_sample.py --names transferkit.data.x_pass_rng__mutmut_1 ...   # rerun some
+    python tests/mutation_sample.py --names transferkit.data.pipeline.x_pass_rng__mutmut_1 ...   # rerun some
 
 Prints one line per module and writes ``mutants/sample.json`` (each sampled mutant and its status);
 ``mutmut show NAME`` prints a mutant's diff. Not part of ``make test``.
@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ("trainer", "features", "data", "evaluate", "tuning")
+MODULES = ("training/trainer", "training/features", "data/folder", "data/split", "data/pipeline",
+           "evaluation/metrics", "tuning/search")  # [tool.mutmut] only_mutate, as paths below transferkit/
 MUTANTS = Path("mutants")
 
 
@@ -60,13 +61,13 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="summarise mutants/sample.json, run nothing")
     args = parser.parse_args(argv)
     mutmut = [sys.executable, "-m", "mutmut"]
-    if not (MUTANTS / "transferkit" / "trainer.py.meta").exists():
+    if not (MUTANTS / "transferkit" / "training" / "trainer.py.meta").exists():
         subprocess.run(mutmut + ["run", "transferkit.evaluation.metrics.x_roc_auc__mutmut_1"], check=True)  # generates them all
     record = MUTANTS / "sample.json"
     if args.report_only:
         sample = json.loads(record.read_text())["sample"]
     elif args.names:
-        sample = {m: [n for n in args.names if n.startswith(f"transferkit.{m}.")] for m in MODULES}
+        sample = {m: [n for n in args.names if n.startswith(f"transferkit.{m.replace('/', '.')}.")] for m in MODULES}
     else:
         rng = random.Random(args.seed)
         sample = {m: sorted(rng.sample(names, min(args.per_module, len(names))))

@@ -90,19 +90,19 @@ class TrainingResult:
         raise AttributeError(f"'TrainingResult' object has no attribute {name!r}")
 
 
-def _settings(kind, given, arguments: dict):
-    """A `Recipe` or `FastPath` from ``given`` (an instance or a dict) or from the trainer's arguments;
-    both at once only where the arguments keep their defaults."""
+def _settings(kind, given, arguments: dict, argument: str):
+    """A `Recipe` or `FastPath` from ``given`` (an instance or a dict, the trainer's ``argument``) or from
+    the trainer's other arguments; both at once only where those keep their defaults."""
     if given is None:
         return kind(**arguments)
     if isinstance(given, dict):
         given = kind.from_config(given)
     if not isinstance(given, kind):
-        raise TypeError(f"{kind.__name__.lower()}= takes a {kind.__name__} or a dict of its settings, "
-                        f"got {type(given).__name__}.")
+        raise TypeError(f"{argument}= takes a {kind.__name__} or a dict of its settings, got {type(given).__name__}.")
+    same = lambda a, b: (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)  # noqa: E731
     defaults = kind()
-    clash = [name for name, value in arguments.items() if value != getattr(defaults, name)
-             and value != getattr(given, name)]
+    clash = [name for name, value in arguments.items() if not same(value, getattr(defaults, name))
+             and not same(value, getattr(given, name))]
     if clash:
         raise ValueError(f"{', '.join(clash)} given both as an argument and in the {kind.__name__}: give it once.")
     return given
@@ -220,9 +220,9 @@ class TwoPhaseTrainer:
         self.head = head if head is not None else ClassifierHead()
         if not isinstance(self.head, ClassifierHead):
             raise TypeError(f"head must be a ClassifierHead or a dict of its arguments, got {type(head).__name__}.")
-        given = locals()
-        self.recipe = _settings(Recipe, recipe, {name: given[name] for name in Recipe.names()})
-        self.fast_path = _settings(FastPath, fast_path, {name: given[name] for name in FastPath.names()})
+        arguments = locals()  # by name, for the groups below
+        self.recipe = _settings(Recipe, recipe, {name: arguments[name] for name in Recipe.names()}, "recipe")
+        self.fast_path = _settings(FastPath, fast_path, {name: arguments[name] for name in FastPath.names()}, "fast_path")
         if isinstance(augmentation, str) and augmentation not in PRESETS:
             raise ValueError(f"augmentation={augmentation!r}: choose one of {', '.join(PRESETS)}, a dict, "
                              "a Keras layer, or None.")
