@@ -85,7 +85,8 @@ def test_memory_stays_flat_over_many_trials(tiny_data, tmp_path):
     tuner's process does not grow and no trial peaks far above the first (in one process they would
     grow by tens of MiB per trial, about 700 MiB over 20), with 4 process starts instead of 20."""
     before = rss_mb()
-    result = tune(tiny_data, tmp_path, max_trials=20, verbose=0, trials_per_process=5, **TINY)
+    phase_one = {**TINY, "fine_tune_epochs": 0}  # one fit a trial: 20 trials in about two minutes
+    result = tune(tiny_data, tmp_path, max_trials=20, verbose=0, trials_per_process=5, **phase_one)
     after = rss_mb()
     trials = sorted(result.tuner.oracle.trials.values(), key=lambda t: int(t.trial_id))
     peaks = [t.metrics.get_last_value("trial_peak_rss_mb") for t in trials]
@@ -93,7 +94,7 @@ def test_memory_stays_flat_over_many_trials(tiny_data, tmp_path):
     print(f"tuner process RSS {before:.0f} -> {after:.0f} MiB; trial peaks (MiB): {[round(p) for p in peaks]}")
     assert len(peaks) == 20
     assert [len(set(pids[i:i + 5])) for i in range(0, 20, 5)] == [1, 1, 1, 1] and len(set(pids)) == 4
-    assert max(peaks) - min(peaks) < 250
+    assert max(peaks) - min(peaks) < 100
     assert after - before < 200
 
 
@@ -113,15 +114,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("stop", [False, True], ids=["plain", "oracle-stops"])
-def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path, stop):
-    """Two workers run every trial once; with ``stop`` the chief's oracle (and only the chief's: the
-    rule is patched there alone) stops each trial after its first epoch, and the workers obey it."""
+def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path):
+    """Two workers run every trial once; the chief's oracle (and only the chief's: the rule is patched
+    there alone) stops the odd-numbered trials after their first epoch, and the workers obey it."""
     script = Path(__file__).with_name("distributed_search.py")
     port = str(free_port())
     common = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
-    argv = [sys.executable, str(script), str(tiny_data.root), str(tmp_path / "search"), str(tmp_path),
-            *(["--stop-after-first-epoch"] if stop else [])]
+    argv = [sys.executable, str(script), str(tiny_data.root), str(tmp_path / "search"), str(tmp_path)]
     processes, logs = [], []
     for tuner_id in ("chief", "tuner0", "tuner1"):
         logs.append(open(tmp_path / f"{tuner_id}.log", "w+"))
@@ -140,7 +139,8 @@ def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path, stop):
     ids = [r["trial_id"] for r in ran]
     assert len(ids) == 4 and len(set(ids)) == 4  # every trial ran exactly once
     assert {r["tuner_id"] for r in ran} <= {"tuner0", "tuner1"}
-    assert [r["last_step"] for r in ran] == [0 if stop else 1] * 4  # epochs 0 and 1 unless the oracle stops
+    stopped = {r["trial_id"]: r["last_step"] for r in ran}
+    assert stopped == {i: 0 if int(i) % 2 else 1 for i in ids}  # epochs 0 and 1, unless the oracle stopped it
     reported = json.loads(outputs[0].strip().splitlines()[-1])
     best_score = max(r["score"] for r in ran)
     assert reported["best_score"] == pytest.approx(best_score)

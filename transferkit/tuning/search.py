@@ -12,7 +12,8 @@ per-trial seeds and a process per trial):
 >>> data = SimpleNamespace(train=batches, validation=batches, class_names=["cats", "dogs"], image_size=(32, 32))
 >>> hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, weights=None,
 ...                                 backbone_options={"alpha": 0.35}, epochs=1, fine_tune_epochs=1,
-...                                 unfreeze_points=["block_15", "block_16"], seed=0)
+...                                 unfreeze_points=["block_15", "block_16"], seed=0,
+...                                 cache_features=False)  # plain datasets: the exact recipe
 >>> tuner = kt.RandomSearch(hypermodel, objective=final_objective("val_accuracy"), max_trials=2,
 ...                         directory=tempfile.mkdtemp(), project_name="demo", seed=0)
 >>> tuner.search(data, verbose=0)
