@@ -4,14 +4,15 @@
 >>> TwoPhaseTrainer().unfreeze_from, TwoPhaseTrainer().get_config()["backbone"]
 ('auto', 'mobilenet_v2')
 
-The packages, in the order data flows through them:
+The packages, each importing only those before it:
 
 - `transferkit.data`: folders of images in, verified, decoded, split batches out
 - `transferkit.models`: backbones, the head, augmentation, the trained `Classifier`
-- `transferkit.training`: `TwoPhaseTrainer`, its recipes, the feature cache, checkpoints, callbacks, devices
-- `transferkit.tuning`: the KerasTuner search over the head and the unfreeze point
-- `transferkit.evaluation`: metrics, pictures, the run folder and its HTML report
+- `transferkit.training`: `TwoPhaseTrainer`, its settings and recipes, the feature cache, checkpoints,
+  callbacks, devices
 - `transferkit.export`: other formats and runtimes, and their parity with the Keras model
+- `transferkit.evaluation`: metrics, pictures, the run folder and its HTML report
+- `transferkit.tuning`: the KerasTuner search over the head and the unfreeze point
 - `transferkit.audit`: label errors, near-duplicates and outliers
 - `transferkit.cli`: the ``transferkit`` command
 
