@@ -359,13 +359,19 @@ def tune(
         raise TypeError(f"tuner='hyperband' runs its trials with TwoPhaseHyperband (or a subclass), not "
                         f"{tuner_class.__name__}.")
     hypermodel = _hypermodel(data, directory, project_name, hypermodel_options)
-    budget = dict(max_epochs=max_epochs or hypermodel.epochs + hypermodel.fine_tune_epochs, factor=3) if hyperband \
-        else dict(max_trials=max_trials)
     oracle = ORACLES[tuner](objective=final_objective(hypermodel.metric), seed=hypermodel.seed,
-                            stop_below_median_after=stop_below_median_after, **budget)
+                            stop_below_median_after=stop_below_median_after,
+                            **_budget(hyperband, hypermodel, max_trials, max_epochs))
     search = tuner_class(oracle, hypermodel, directory=str(directory), project_name=project_name,
                          overwrite=overwrite, isolate_trials=isolate_trials, trials_per_process=trials_per_process)
     return _search(search, hypermodel, data, callbacks, verbose, output)
+
+
+def _budget(hyperband: bool, hypermodel: TwoPhaseHyperModel, max_trials: int, max_epochs: int | None) -> dict:
+    """Hyperband's epochs per trial (by default a trial's own), or the other searches' trial count."""
+    if hyperband:
+        return dict(max_epochs=max_epochs or hypermodel.epochs + hypermodel.fine_tune_epochs, factor=3)
+    return dict(max_trials=max_trials)
 
 
 def _hypermodel(data, directory, project_name, options: dict) -> TwoPhaseHyperModel:
@@ -392,8 +398,7 @@ def _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_tri
     hypermodel = _hypermodel(data, directory, project_name, options)
     common = dict(objective=final_objective(hypermodel.metric), directory=str(directory), project_name=project_name,
                   overwrite=overwrite, seed=hypermodel.seed, isolate_trials=isolate_trials)
-    budget = dict(max_epochs=max_epochs or hypermodel.epochs + hypermodel.fine_tune_epochs, factor=3) \
-        if issubclass(tuner, kt.Hyperband) else dict(max_trials=max_trials)
+    budget = _budget(issubclass(tuner, kt.Hyperband), hypermodel, max_trials, max_epochs)
     return _search(Running(hypermodel, **budget, **common), hypermodel, data, callbacks, verbose, output)
 
 

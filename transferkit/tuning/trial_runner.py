@@ -1,4 +1,4 @@
-"""How a search runs one trial: in this process or in a fresh one, reporting every epoch to the oracle.
+"""How a search runs one trial: in this process or in a reused worker process, reporting every epoch to the oracle.
 
 This is the one module that relies on KerasTuner's private API (``keras_tuner.src``, the tuner's
 ``_build_and_fit_model``, ``_run_and_update_trial`` and checkpoint file names); `private_api`
@@ -113,20 +113,6 @@ class _Trial:
         return {**metrics, "trial_peak_rss_mb": peak_rss_mb(), "trial_pid": os.getpid(), "last_step": reporter.last_step}
 
 
-def _child(trial: _Trial, connection) -> None:
-    """One trial in a process of its own (`_run_in_new_process`)."""
-    def report(step, logs):
-        connection.send(("epoch", step, logs))
-        return connection.recv()
-
-    try:
-        connection.send(("done", trial.run(report)))
-    except BaseException:  # noqa: BLE001 - whatever it was, the parent raises it with this text
-        connection.send(("error", traceback.format_exc()))
-    finally:
-        connection.close()
-
-
 def _serve(connection, data) -> None:
     """A worker: trials arrive one after another (None: stop); each runs on ``data``, sent once."""
     def report(step, logs):
@@ -172,23 +158,6 @@ def _stop(process, connection, wait: float) -> None:
         process.kill()
         process.join()
     connection.close()
-
-
-def _run_in_new_process(trial: _Trial, report) -> dict:
-    from multiprocessing import get_context
-
-    context = get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=_child, args=(trial, child), name=f"trial-{trial.trial_id}")
-    process.start()
-    child.close()
-    finished = False
-    try:
-        result = _converse(parent, process, trial.trial_id, report)
-        finished = True
-        return result
-    finally:  # a finished child exits by itself; an interrupted search does not wait for its trial
-        _stop(process, parent, 60 if finished else 0)
 
 
 class WorkerProcess:
