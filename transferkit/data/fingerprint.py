@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["FileList"]
+__all__ = ["FileList", "file_list_of"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,26 @@ class FileList:
         names = tuple(_name(p, root) for p in paths)
         return cls(tuple(str(p.resolve()) for p in paths), names,
                    tuple(s.st_size for s in stats), tuple(s.st_mtime_ns for s in stats))
+
+    def subset(self, positions) -> FileList:
+        """The files at ``positions``, in that order (a split of the list, say).
+
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in "abc":
+        ...     _ = (folder / name).write_bytes(b"x")
+        >>> files = FileList.of([folder / n for n in "abc"], root=folder)
+        >>> files.subset([2, 0]).names, files.subset([2, 0]) == FileList.of([folder / "c", folder / "a"], root=folder)
+        (('c', 'a'), True)
+        """
+        positions = [int(i) for i in positions]
+        return FileList(*(tuple(values[i] for i in positions) for values in
+                          (self.paths, self.names, self.sizes, self.mtimes)))
+
+    def __add__(self, other: FileList) -> FileList:
+        """These files, then ``other``'s."""
+        return FileList(self.paths + other.paths, self.names + other.names, self.sizes + other.sizes,
+                        self.mtimes + other.mtimes)
 
     def digest(self, *context) -> str:
         """A hex digest of ``context`` (JSON-friendly values: the settings the caller adds) and the files."""
@@ -86,3 +106,11 @@ def _name(path: Path, root) -> str:
         except ValueError:
             pass
     return path.as_posix()
+
+
+def file_list_of(data, split: str) -> FileList:
+    """The `FileList` of ``data``'s ``split``: the one an `ImageFolder` took when it read its files
+    (``data.file_list``), else one taken now of ``data.files(split)``."""
+    if hasattr(data, "file_list"):
+        return data.file_list(split)
+    return FileList.of(data.files(split), root=getattr(data, "root", None))

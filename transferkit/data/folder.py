@@ -180,6 +180,7 @@ class ImageFolder:
         if exclude is not None:
             paths, labels, origin, excluded = self._without(exclude, paths, labels, origin)
         self._paths = paths
+        self._file_list = FileList.of(paths, root=self.root)  # what the caches and checkpoints fingerprint
         self._labels = np.asarray(labels, dtype=np.int32)
         self._images, skipped = self._decode_all(on_bad_file, verbose, num_workers)
         bad = {s.path for s in skipped}
@@ -303,7 +304,7 @@ class ImageFolder:
     # -- decoding, once -----------------------------------------------------------------------
 
     def _cache_key(self) -> str:
-        return FileList.of(self._paths).digest(_CACHE_FORMAT, self.image_size, self.crop_to_aspect_ratio)[:24]
+        return self._file_list.digest(_CACHE_FORMAT, self.image_size, self.crop_to_aspect_ratio)[:24]
 
     def _decode_all(self, on_bad_file: str, verbose: int, num_workers: int | None):
         shape = (len(self._paths), *self.image_size, 3)
@@ -393,6 +394,11 @@ class ImageFolder:
     def files(self, split: str = "validation") -> list[Path]:
         """Paths of a split (or ``"all"``), in the order its unshuffled dataset yields them."""
         return [self._paths[i] for i in self._split_indices(split)]
+
+    def file_list(self, split: str = "validation") -> FileList:
+        """The `FileList` (paths, sizes, modification times) of a split's files, in dataset order, as they
+        were when this folder read them."""
+        return self._file_list.subset(self._split_indices(split))
 
     def labels(self, split: str = "validation") -> np.ndarray:
         """Integer labels of a split, in dataset order."""

@@ -42,7 +42,7 @@ from transferkit._internal.files import unique_partial, write_atomically
 from transferkit._internal.memory import available_memory
 from transferkit._internal.npyfile import NpyFile
 from transferkit._internal.progress import progress
-from transferkit.data.fingerprint import FileList
+from transferkit.data.fingerprint import file_list_of
 from transferkit.data.pipeline import array_dataset
 from transferkit.training import distribute
 
@@ -225,7 +225,7 @@ class FrozenFeatures:
 
     def _base_description(self, data, preprocessing, augmentation_config, seed, augmented, identity) -> dict:
         """What every entry depends on: the images and split, the backbone, preprocessing and views."""
-        files = FileList.of([p for split in _SPLITS for p in data.files(split)]).digest()
+        files = (file_list_of(data, "train") + file_list_of(data, "validation")).digest()
         return {
             "format": _CACHE_FORMAT,
             "files": files, "split_sizes": [self.n_train, self.n_validation],

@@ -35,7 +35,7 @@ from transferkit.models import defaults
 from transferkit.models.backbones import get_backbone, get_backbone_spec
 from transferkit.training.callbacks import ShowFullModel
 from transferkit.training.checkpoint import RunCheckpoint
-from transferkit.data.fingerprint import FileList
+from transferkit.data.fingerprint import file_list_of
 from transferkit.data.pipeline import PassClock
 from transferkit.training.recipes import BuiltModel, CachedRecipe, ExactRecipe
 from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, FastPath, Recipe, preset
@@ -280,23 +280,12 @@ class TwoPhaseTrainer:
             "weights": self.weights,
             "head": self.head.get_config(),
             "augmentation": augmentation,
-            "unfreeze_from": self.unfreeze_from,
-            "learning_rate": self.learning_rate,
-            "fine_tune_lr_factor": self.fine_tune_lr_factor,
-            "freeze_batchnorm": self.freeze_batchnorm,
-            "optimizer": self.optimizer,
             "image_size": self.image_size,
             "backbone_options": self.backbone_options,
-            "label_smoothing": self.label_smoothing,
+            **self.recipe.get_config(),
             "seed": self.seed,
-            "cache_features": self.cache_features,
-            "views": self.views,
-            "feature_dtype": self.feature_dtype,
-            "cache_dir": self.cache_dir,
-            "random_views": self.random_views,
-            "mirror_features": self.mirror_features,
+            **self.fast_path.get_config(),
             "augmentation_seed": self.augmentation_seed,
-            "cache_unfreeze_points": list(self.cache_unfreeze_points),
             "mixed_precision": self.mixed_precision,
         }
 
@@ -567,8 +556,7 @@ class TwoPhaseTrainer:
         settings["head"] = {k: v for k, v in settings["head"].items() if k != "name"}  # generated, not chosen
         files = {}
         if hasattr(data, "files"):
-            files = {split: FileList.of(data.files(split), root=getattr(data, "root", None))
-                     for split in ("train", "validation")}
+            files = {split: file_list_of(data, split) for split in ("train", "validation")}
         described = {"class_names": list(data.class_names), "image_size": list(data.image_size),
                      "batch_size": getattr(data, "batch_size", None),
                      "files": {split: f.digest()[:16] for split, f in files.items()} or None}
