@@ -30,7 +30,6 @@ def _interpreter_class():
     return Interpreter
 
 
-
 class ExportedClassifier(Predictor):
     """An exported model: its class names and image size read from inside it (or its sidecar file)."""
 
