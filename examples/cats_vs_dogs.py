@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     folder = RunFolder(args.output, overwrite=args.overwrite, resume=args.resume)
     try:
-        folder.start()
+        folder.check()
     except FileExistsError as exc:
         sys.exit(f"error: {exc}")
     data_dir, weights = resolve_sources(args)
@@ -116,6 +116,13 @@ def main(argv=None) -> int:
     if args.exact:
         overrides["cache_features"] = False
     trainer = TwoPhaseTrainer.from_preset("seed_project" if args.seed_recipe else "default", **overrides)
+    try:
+        if folder.finished(trainer, args.epochs, args.fine_tune_epochs):
+            print(f"The run in {folder.path} has finished all its epochs: nothing to resume, its files are kept.")
+            return 0
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    print(folder.start())
     size = {"image_size": trainer.image_size} if trainer.image_size else {}  # else ImageFolder's default
     data = ImageFolder(data_dir, **size, batch_size=args.batch_size, seed=args.seed, verbose=1)
     print(data.report, "\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from transferkit.cli.options import (command_parser, UsageError, add_backbone_options, add_data_options,
-                                     check_epochs_and_backbone, defaults_of, load_data, quiet_data)
+                                     check_epochs_and_backbone, check_training_options, defaults_of, load_data, quiet_data)
 
 
 def add_parser(commands) -> None:
@@ -34,14 +34,20 @@ def add_parser(commands) -> None:
     add_data_options(p)
 
 
-def run(args) -> int:
-    from transferkit.audit import audit
-
+def check(args) -> None:
+    """What can be wrong with the options alone, found before TensorFlow loads."""
     if args.folds < 2:
         raise UsageError(f"--folds {args.folds}: give at least 2.")
     if not 0 < args.duplicate_threshold <= 1:
         raise UsageError(f"--duplicate-threshold {args.duplicate_threshold}: give a similarity in (0, 1].")
     args.epochs, args.fine_tune_epochs = 1, 0  # what the shared check needs
+    check_training_options(args)
+
+
+def run(args) -> int:
+    from transferkit.audit import audit
+
+    check(args)
     check_epochs_and_backbone(args)
     from transferkit import TwoPhaseTrainer
 
@@ -53,7 +59,7 @@ def run(args) -> int:
                    outliers=args.outliers, seed=args.seed)
     files = report.save(args.output, data)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict(), indent=2), file=args.stdout)
     else:
         print(report)
         print(f"\nWrote ({report.seconds:.0f} s):")

@@ -1,13 +1,15 @@
 """List the registered backbones.
 
-Registered backbones, with default image size and unfreeze blocks.
+Registered backbones, with the image size their ImageNet weights were trained at, where fine-tuning
+starts by default, and their preprocessing. transferkit trains every backbone at --image-size
+(default 192x192), whatever size its weights were trained at.
 """
 
 from __future__ import annotations
 
 import json
 
-from transferkit.cli.options import command_parser
+from transferkit.cli.options import command_parser, data_defaults
 
 
 def add_parser(commands) -> None:
@@ -23,13 +25,15 @@ def run(args) -> int:
         specs = [get_backbone_spec(name) for name in names]
         print(json.dumps([{"name": name, "default_image_size": list(spec.default_image_size),
                            "default_unfreeze": spec.default_unfreeze, "preprocessing": spec.preprocessing,
-                           "description": spec.description} for name, spec in zip(names, specs)], indent=2))
+                           "description": spec.description} for name, spec in zip(names, specs)], indent=2), file=args.stdout)
         return 0
     width = max(len(n) for n in names)
-    print(f"{'name':<{width}}  size     unfreeze  preprocessing  description")
+    print(f"{'name':<{width}}  pretrained at  unfreeze  preprocessing  description")
     for name in names:
         spec = get_backbone_spec(name)
         size = "x".join(map(str, spec.default_image_size))
         unfreeze = "top third" if spec.default_unfreeze is None else str(spec.default_unfreeze)
-        print(f"{name:<{width}}  {size:<7}  {unfreeze:<8}  {spec.preprocessing:<13}  {spec.description}")
+        print(f"{name:<{width}}  {size:<13}  {unfreeze:<8}  {spec.preprocessing:<13}  {spec.description}")
+    size = "x".join(map(str, data_defaults()["image_size"]))
+    print(f"\ntrain and tune use --image-size (default {size}) for every backbone.")
     return 0

@@ -14,9 +14,9 @@ from transferkit.cli.options import command_parser, data_defaults, split_option
 
 def add_parser(commands) -> None:
     p = command_parser(commands, "evaluate", __doc__)
-    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, or the run folder holding it")
     p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model)")
-    p.add_argument("--split", dest="which", default="all",
+    p.add_argument("--split", dest="which", default="all", choices=("all", "train", "validation", "test"),
                    help="all, or train/validation/test: the files of that split as recorded in MODEL "
                         "(models without a record: DATA_DIR split again with --seed and --fractions)")
     data = data_defaults()
@@ -53,7 +53,7 @@ def run(args) -> int:
         evaluation.plot(out)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), file=args.stdout)
     else:
         print(evaluation)
         print("confusion matrix (rows true, columns predicted):", evaluation.class_names)

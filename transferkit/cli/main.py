@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from transferkit.cli.options import UsageError
@@ -49,34 +50,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null: its C++ start-up lines (the
-    oneDNN banner, twice) are written there before any log level applies."""
-    if "tensorflow" in sys.modules:
-        return
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(null, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    """Import TensorFlow with file descriptor 2 captured: its C++ start-up lines (the oneDNN banner,
+    twice) are written there before any log level applies. Its Python warnings (a function
+    "retracing") are for TensorFlow's own users, not ours."""
+    import logging
+
+    from transferkit._internal.quiet import native_stderr_quiet
+
+    if "tensorflow" not in sys.modules:
+        try:
+            with native_stderr_quiet():
+                import tensorflow  # noqa: F401
+        except ImportError:
+            return  # the JAX or PyTorch backend without TensorFlow
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+class PlainLines:
+    """A text stream that passes on what is written without ANSI escape codes: Keras's progress bars
+    colour their lines even in a log file or a pipe."""
+
+    _CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._CODES.sub("", text))
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv=None) -> int:
     """Run one command; exit status 0 on success, 2 for a usage error, 1 for a failure (a one-line
-    message on stderr; ``--debug`` adds the traceback)."""
+    message on stderr; ``--debug`` adds the traceback). With ``--json`` stdout carries the JSON only:
+    everything else the command prints goes to stderr."""
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as \xNN
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "2")
+    args.stdout = sys.stdout  # where the results go: JSON with --json
+    saved = sys.stdout
+    if getattr(args, "json", False):
+        sys.stdout = sys.stderr
+    if not sys.stdout.isatty():
+        sys.stdout = PlainLines(sys.stdout)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = saved
+
+
+def _run(args) -> int:
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        getattr(module, "check", lambda args: None)(args)  # the options alone: before TensorFlow loads
+    except UsageError as exc:
+        print(f"transferkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    # 3 also hides C++ ERROR lines such as "failed call to cuInit" on a machine without a GPU: a real
+    # failure reaches the user as a Python exception either way.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     if not args.verbose:
         _import_tensorflow_quietly()
-    command = importlib.import_module(COMMANDS[args.command]).run
     try:
-        return command(args)
+        return module.run(args)
     except KeyboardInterrupt:
         print(f"transferkit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,18 +9,45 @@ from pathlib import Path
 
 __all__ = ["UsageError", "command_parser", "defaults_of", "data_defaults", "HELP", "split_option", "key_value_option", "devices_option", "weights_option",
            "unfreeze_point_option", "add_data_options", "add_backbone_options", "add_model_options", "load_data",
-           "quiet_data", "check_epochs_and_backbone"]
+           "quiet_data", "check_epochs_and_backbone", "check_training_options", "image_size_option"]
 
 
 class UsageError(ValueError):
     """An option or argument that cannot work; the command exits with 2, as for argparse's errors."""
 
 
-HELP = argparse.ArgumentDefaultsHelpFormatter
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults as they are typed (``0.8,0.1,0.1``, ``192x192``), and none for flags (whose default
+    is only ever off), for options without one, or where the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "(default" in text:
+            return text
+        default = action.default
+        if isinstance(default, (tuple, list)):
+            joiner = "x" if action.dest == "image_size" else ","
+            default = joiner.join(str(int(v) if isinstance(v, float) and v.is_integer() and joiner == "x" else v)
+                                  for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def unfreeze_point_option(text: str):
     return int(text) if text.lstrip("-").isdigit() else text
+
+
+def image_size_option(text: str) -> tuple[int, int]:
+    """``192`` (square) or ``HEIGHTxWIDTH`` (``96x128``), in pixels."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one number of pixels (192) or HEIGHTxWIDTH (96x128).")
+    return size
 
 
 def split_option(text: str) -> tuple[float, ...]:
@@ -82,9 +109,10 @@ def data_defaults() -> dict:
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     data = data_defaults()
-    p.add_argument("--image-size", type=int, default=data["image_size"][0], help="square input size in pixels")
+    p.add_argument("--image-size", type=image_size_option, default=tuple(data["image_size"]), metavar="SIZE",
+                   help="input size in pixels: one number for a square, or HEIGHTxWIDTH (e.g. 96x128)")
     p.add_argument("--batch-size", type=int, default=data["batch_size"], help="images per batch")
-    p.add_argument("--split", type=split_option, default=data["split"],
+    p.add_argument("--split", type=split_option, default=data["split"], metavar="FRACTIONS",
                    help="train,validation[,test] fractions for a folder of class folders "
                         "(ignored when DATA_DIR has train/ and validation/)")
     p.add_argument("--seed", type=int, default=data["seed"], help="seed for the split, shuffling and initialisation")
@@ -92,7 +120,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="keep decoded images (and frozen features) here, reused by later runs on the same files")
     p.add_argument("--exclude", default=None, metavar="FILE",
                    help="leave out the files an audit.json flags, or those a text file lists (one path a line, "
-                        "relative to DATA_DIR); the run records them")
+                        "relative to DATA_DIR or to the current folder, as the audit prints them); the run records "
+                        "them")
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
@@ -139,7 +168,7 @@ def load_data(args):
         from transferkit.audit import read_exclusions
 
         exclude = read_exclusions(args.exclude)
-    data = ImageFolder(args.data_dir, image_size=(args.image_size, args.image_size), batch_size=args.batch_size,
+    data = ImageFolder(args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
                        split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
     print(data.report, "\n")
     return data
@@ -154,20 +183,37 @@ def quiet_data(args):
         return load_data(args)
 
 
-def check_epochs_and_backbone(args) -> None:
-    """The options ``train`` and ``tune`` share, checked before anything is decoded."""
-    from transferkit import get_backbone_spec, list_backbones
+def check_training_options(args) -> None:
+    """The options ``train`` and ``tune`` share that can be checked without Keras: run before
+    TensorFlow loads, so a typo exits 2 at once."""
+    from transferkit.data.split import validate_fractions
 
     for name in ("epochs", "fine_tune_epochs"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 or more epochs.")
     if args.epochs + args.fine_tune_epochs == 0:
         raise UsageError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
+    if min(args.image_size) < 32:
+        raise UsageError(f"--image-size {'x'.join(map(str, args.image_size))}: give at least 32 pixels a side.")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
+    if not (Path(args.data_dir) / "train").is_dir():
+        try:
+            validate_fractions(args.split)
+        except ValueError as exc:
+            raise UsageError(f"--split: {exc}") from None
+    weights = args.weights
+    if isinstance(weights, str) and weights.lower() not in ("none", "imagenet") and not Path(weights).is_file():
+        raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")
+
+
+def check_epochs_and_backbone(args) -> None:
+    """The options ``train`` and ``tune`` share, checked before anything is decoded."""
+    from transferkit import get_backbone_spec, list_backbones
+
+    check_training_options(args)
     try:
         get_backbone_spec(args.backbone)
     except KeyError:
         raise UsageError(f"--backbone {args.backbone!r} is not registered; choose one of: "
                          f"{', '.join(list_backbones())}.") from None
-    weights = args.weights
-    if isinstance(weights, str) and weights.lower() not in ("none", "imagenet") and not Path(weights).is_file():
-        raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")

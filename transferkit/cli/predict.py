@@ -9,13 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-from transferkit.cli.options import command_parser
+from transferkit.cli.options import UsageError, command_parser
 
 
 def add_parser(commands) -> None:
     p = command_parser(commands, "predict", __doc__)
-    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, an exported .tflite file "
-                                                  "or SavedModel folder")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit (or the run folder "
+                                                  "holding it), an exported .tflite or .onnx file, or SavedModel folder")
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
@@ -40,6 +40,12 @@ def _load_any(path: str):
     return load_exported(path)
 
 
+def check(args) -> None:
+    """What can be wrong with the options alone, found before TensorFlow loads."""
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
+
+
 def run(args) -> int:
     """Print each batch's results as soon as it is classified (``--json``: one object a line)."""
     import numpy as np
@@ -54,7 +60,7 @@ def run(args) -> int:
 
     def show(row):
         if args.json:
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row), file=args.stdout, flush=True)
         elif "error" in row:
             print(f"{row['file']:<{width}}  error: {row['error']}", flush=True)
         else:
@@ -66,22 +72,28 @@ def run(args) -> int:
 
     failures = 0
     # Results stream to stdout; the progress line goes to stderr when stdout is a file or a pipe.
-    bar = progress(len(files), "Classifying", verbose=not sys.stdout.isatty())
+    bar = progress(len(files), "Classifying", verbose=not args.stdout.isatty())
     for start in range(0, len(files), args.batch_size):
-        chunk, images = [], []
+        rows, images = [], []  # in the order given, errors in their place
         for path in files[start : start + args.batch_size]:
+            rows.append({"file": str(path)})
+            if not path.is_file():
+                rows[-1]["error"] = "no such file" if not path.exists() else "not a file"
+                continue
             try:
                 images.append(read_image(path, classifier.image_size))
-                chunk.append(path)
             except ImageReadError as exc:
-                show({"file": str(path), "error": exc.reason})
-                failures += 1
+                rows[-1]["error"] = exc.reason
         if images:
-            probabilities = classifier.predict(np.stack(images), tta=args.tta)
-            for path, probs in zip(chunk, probabilities):
+            probabilities = iter(classifier.predict(np.stack(images), tta=args.tta))
+            for row in (r for r in rows if "error" not in r):
+                probs = next(probabilities)
                 best = int(np.argmax(probs))
-                show({"file": str(path), "class": classifier.class_names[best], "probability": float(probs[best]),
-                      "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
+                row.update({"class": classifier.class_names[best], "probability": float(probs[best]),
+                            "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
+        for row in rows:
+            show(row)
+        failures += sum("error" in row for row in rows)
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()
     return 1 if failures else 0

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from transferkit.cli.options import (command_parser, UsageError, add_data_options, add_model_options,
-                                     check_epochs_and_backbone, devices_option, load_data)
+                                     check_epochs_and_backbone, check_training_options, devices_option, load_data)
 from transferkit.training import settings
 
 
@@ -45,22 +45,23 @@ def add_parser(commands) -> None:
     add_model_options(p)
 
 
-def _check_train_args(args):
-    """Everything that can be wrong with the options, found before any image is decoded."""
-    from transferkit.data.split import validate_fractions
-
-    check_epochs_and_backbone(args)
-    if args.image_size < 32:
-        raise UsageError(f"--image-size {args.image_size}: give at least 32 pixels.")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
+def check(args) -> None:
+    """What can be wrong with the options alone, found before TensorFlow loads."""
+    check_training_options(args)
     if args.views < 1:
         raise UsageError(f"--views {args.views}: give at least 1 augmented view per image.")
-    if not (Path(args.data_dir) / "train").is_dir():
-        try:
-            validate_fractions(args.split)
-        except ValueError as exc:
-            raise UsageError(f"--split: {exc}") from None
+    if args.resume and _asks_for_processes(args):
+        raise UsageError("--resume: a run of several processes cannot be resumed yet (their checkpoints could hold "
+                         "different epochs); start it again with --overwrite.")
+
+
+def _check_train_args(args):
+    """Everything that can be wrong with the options, found before any image is decoded."""
+    from transferkit.models.augment import PRESETS
+
+    check_epochs_and_backbone(args)
+    if args.augmentation not in ("none", *PRESETS):
+        raise UsageError(f"--augmentation {args.augmentation}: choose one of none, {', '.join(PRESETS)}.")
     try:
         return _trainer_from_args(args)
     except (ValueError, TypeError) as exc:  # a preset, unfreeze point, learning rate... that cannot work
@@ -80,7 +81,7 @@ def _trainer_from_args(args):
         mixed_precision=args.mixed_precision,
     )
     if args.fine_tune_epochs:
-        trainer.check((args.image_size, args.image_size))
+        trainer.check(args.image_size)
     return trainer
 
 
@@ -89,9 +90,7 @@ def run(args) -> int:
     from transferkit.training import distribute
     from transferkit.training.callbacks import PhaseSummary
 
-    if args.resume and _asks_for_processes(args):
-        raise UsageError("--resume: a run of several processes cannot be resumed yet (their checkpoints could hold "
-                         "different epochs); start it again with --overwrite.")
+    check(args)
     distribution = _distribution(args)  # before the backend runs anything: it may split the CPU or join a job
     several = distribute.processes(distribution) > 1
     folder = RunFolder(args.output, overwrite=args.overwrite, resume=args.resume,
@@ -99,9 +98,14 @@ def run(args) -> int:
     folder.check()
     trainer = _check_train_args(args)
     trainer.distribution = distribution
-    folder.start()
-    if folder.resuming:
-        print(f"Resuming the run in {folder.path} from its last finished epoch.")
+    try:
+        if folder.finished(trainer, args.epochs, args.fine_tune_epochs):
+            print(f"The run in {folder.path} has finished all its epochs: nothing to resume, its files are kept as "
+                  "they are (--overwrite trains it again).")
+            return 0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(folder.start())
     print(_device_line(trainer.distribution))
     data = load_data(args)
     callbacks = [PhaseSummary()]
@@ -117,7 +121,7 @@ def run(args) -> int:
         return 0
     metrics = folder.save(trainer, result, data, split="test" if data.test is not None else "validation")
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, default=str))
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, default=str), file=args.stdout)
     else:
         print("\n" + summary(metrics))
     return 0

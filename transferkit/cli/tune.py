@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.cli.options import (command_parser, UsageError, add_data_options, check_epochs_and_backbone,
-                                     load_data)
+                                     check_training_options, load_data)
 from transferkit.models import defaults as model_defaults
 from transferkit.tuning import defaults
 
@@ -42,12 +42,18 @@ def add_parser(commands) -> None:
     add_data_options(p)
 
 
+def check(args) -> None:
+    """What can be wrong with the options alone, found before TensorFlow loads."""
+    check_training_options(args)
+    if args.max_trials < 1:
+        raise UsageError(f"--max-trials {args.max_trials}: give at least 1.")
+
+
 def run(args) -> int:
     from transferkit.tuning import tune
 
+    check(args)
     check_epochs_and_backbone(args)
-    if args.max_trials < 1:
-        raise UsageError(f"--max-trials {args.max_trials}: give at least 1.")
     data = load_data(args)
     output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
     result = tune(

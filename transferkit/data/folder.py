@@ -247,19 +247,24 @@ class ImageFolder:
         return ([paths[i] for _, i in order], [labels[i] for _, i in order], [n for n, _ in order], left_out)
 
     def _without(self, exclude, paths, labels, origin):
-        """Leave out the files ``exclude`` names (relative to the folder, or absolute); a name that is
-        not one of its image files is an error (an exclusion list made for another folder, say)."""
+        """Leave out the files ``exclude`` names (relative to the folder, relative to the current folder
+        as the reports print them, or absolute); a name that is none of its image files is an error (an
+        exclusion list made for another folder, say)."""
         if isinstance(exclude, (str, os.PathLike)):
             exclude = [exclude]
+        found = {Path(os.path.abspath(p)): i for i, p in enumerate(paths)}
         wanted = {}
         for item in exclude:
             path = Path(item)
-            wanted[Path(os.path.abspath(path if path.is_absolute() else self.root / path))] = item
-        found = {Path(os.path.abspath(p)): i for i, p in enumerate(paths)}
+            candidates = [path] if path.is_absolute() else [self.root / path, path]
+            where = next((c for c in map(Path, map(os.path.abspath, candidates)) if c in found),
+                         Path(os.path.abspath(candidates[0])))
+            wanted[where] = item
         missing = [wanted[p] for p in wanted if p not in found]
         if missing:
             raise ValueError(f"{len(missing)} file(s) to exclude are not images of {display_path(self.root)} "
-                             f"(e.g. {display_path(missing[0])}): was the list made for another folder?")
+                             f"(e.g. {display_path(missing[0])}; names are read relative to that folder, or to the "
+                             "current one): was the list made for another folder?")
         drop = {found[p] for p in wanted}
         keep = [i for i in range(len(paths)) if i not in drop]
         return ([paths[i] for i in keep], [labels[i] for i in keep], [origin[i] for i in keep],

@@ -7,8 +7,10 @@ Every function returns the path it wrote. Figures are drawn with matplotlib's ob
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,57 @@ __all__ = [
 def _save(fig: Figure, path: os.PathLike | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _fonts_for_every_character(fig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")  # said once, above
+        fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _characters_of(font_path: str) -> frozenset:
+    from matplotlib import ft2font
+
+    try:
+        return frozenset(ft2font.FT2Font(font_path).get_charmap())
+    except (OSError, RuntimeError):
+        return frozenset()
+
+
+_UNDRAWABLE_SAID: set[str] = set()
+
+
+def _fonts_for_every_character(fig: Figure) -> None:
+    """Give each text of ``fig`` that its font cannot draw (CJK or emoji class names, say) the
+    installed fonts that can, as matplotlib's fallbacks; say once which characters no font has."""
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    texts = [t for t in fig.findobj(Text) if t.get_text()]
+    missing = {c for t in texts for c in t.get_text() if not c.isspace() and ord(c) not in _characters_of(default)}
+    if not missing:
+        return
+    fallbacks, covered = [], set()
+    for entry in font_manager.fontManager.ttflist:
+        name = entry.name.lower()
+        if "color emoji" in name or name.startswith("last resort") or entry.name in fallbacks:
+            continue  # bitmap colour fonts do not draw; Last Resort draws every character as a box
+        found = {c for c in missing - covered if ord(c) in _characters_of(entry.fname)}
+        if found:
+            fallbacks.append(entry.name)
+            covered |= found
+    if fallbacks:
+        family = [font_manager.FontProperties(fname=default).get_name(), *fallbacks]
+        for text in texts:
+            if any(c in missing for c in text.get_text()):
+                text.set_fontfamily(family)
+    undrawable = "".join(sorted(missing - covered - _UNDRAWABLE_SAID))
+    if undrawable:
+        _UNDRAWABLE_SAID.update(undrawable)
+        warnings.warn(f"No installed font has the characters {undrawable!r} (in class names or file names): the "
+                      "pictures show boxes for them. Install a font that has them (Debian: fonts-noto-cjk for "
+                      "Chinese, Japanese and Korean; fonts-noto for most other scripts).", UserWarning, stacklevel=3)
 
 
 def plot_history(history: dict, phase_boundary: int | None, path: os.PathLike | str) -> Path:

@@ -46,8 +46,10 @@ class RunFolder:
 
     A folder that holds a run (any of `RUN_FILES`) is only written again with ``overwrite`` or
     ``resume``; one that holds the checkpoint of an unfinished run, only with ``resume`` (continue
-    it) or ``overwrite`` (start again: `start` then removes that checkpoint, nothing else). With
-    several processes only the one that ``writes`` (process 0) writes the run.
+    it) or ``overwrite`` (start again). `start` says which of these happens; with ``overwrite`` it
+    first removes the earlier run (`earlier_run`: its files, its checkpoint, and the exports made
+    from its model), so nothing of it is mistaken for the new run's. With several processes only
+    the one that ``writes`` (process 0) writes the run.
     """
 
     def __init__(self, path: os.PathLike | str, overwrite: bool = False, resume: bool = False,
@@ -65,23 +67,80 @@ class RunFolder:
         """Whether the run continues a checkpoint found here."""
         return self.resume and (self.checkpoint / "checkpoint.json").exists()
 
+    def holds_run(self) -> bool:
+        return any((self.path / name).exists() for name in RUN_FILES)
+
     def check(self) -> None:
         """Refuse, before anything is trained, a folder the run may not write to (``FileExistsError``
         naming the way out)."""
-        if self.overwrite or self.resume:
+        if self.overwrite and not self.resume:
             return
-        if self.writes and any((self.path / name).exists() for name in RUN_FILES):
+        if self.resume:
+            if self.writes and not self.resuming and self.holds_run():
+                raise FileExistsError(f"{self.path} holds a finished run but no checkpoint to resume; pass --overwrite "
+                                      "to train it again, or choose another --output.")
+            return
+        if self.writes and self.holds_run():
             raise FileExistsError(f"{self.path} already holds a run; pass --overwrite or choose another --output.")
         if self.checkpoint.exists():
             raise FileExistsError(f"{self.path} holds the checkpoint of an unfinished run; pass --resume to continue "
                                   "it, --overwrite to start again, or choose another --output.")
 
-    def start(self) -> None:
-        """Check, then with ``overwrite`` (and not ``resume``) remove an earlier run's checkpoint, so the
-        run starts again instead of continuing it."""
+    def earlier_run(self) -> list[Path]:
+        """What an earlier run left here: `RUN_FILES`, its checkpoint, and what ``transferkit export``
+        wrote from its model (each export with its ``labels.txt``, ``transferkit.json`` and parity
+        record). Other files are not the run's and are left alone."""
+        from transferkit.export.formats import METADATA_FILE
+        from transferkit.export.parity import PARITY_SUFFIX
+
+        found = [self.path / name for name in (*RUN_FILES, "checkpoint", "model_export.keras")]
+        for sidecar in self.path.glob(f"*.{METADATA_FILE}"):  # model_int8.transferkit.json: model_int8.tflite's
+            stem = sidecar.name[: -len(METADATA_FILE) - 1]
+            found += [sidecar, self.path / f"{stem}.labels.txt",
+                      *(self.path / f"{stem}{suffix}" for suffix in (".tflite", ".onnx"))]
+        for saved_model in self.path.glob(f"*/{METADATA_FILE}"):
+            if (saved_model.parent / "saved_model.pb").exists():
+                found.append(saved_model.parent)
+        found += self.path.glob(f"*{PARITY_SUFFIX}")
+        return sorted({f for f in found if f.exists()})
+
+    def start(self) -> str:
+        """Check, then with ``overwrite`` (and not ``resume``) remove the `earlier_run`, so the run starts
+        again instead of continuing it; returns what happens, in one line."""
         self.check()
-        if self.overwrite and not self.resume and self.checkpoint.exists():
+        if self.resume:
+            if self.resuming:
+                return f"Resuming the run in {self.path} from its last finished epoch."
+            return f"Nothing to resume in {self.path} (no checkpoint there): starting a new run."
+        if self.overwrite and self.writes:
+            earlier = self.earlier_run()
+            for path in earlier:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if earlier:
+                return (f"Removed the earlier run in {self.path} ({len(earlier)} files and folders: "
+                        f"{', '.join(p.name for p in earlier)}).")
+        elif self.overwrite and self.checkpoint.exists():
             shutil.rmtree(self.checkpoint)
+        return f"Training a new run into {self.path}."
+
+    def finished(self, trainer, epochs: int, fine_tune_epochs: int) -> bool:
+        """Whether resuming would train nothing: the checkpoint here holds a finished run of these
+        settings and epochs, saved (its ``metrics.json`` written). A finished run of other settings is
+        refused, naming each difference (``ValueError``); the data is not compared."""
+        from transferkit.training.checkpoint import RunCheckpoint, differences
+
+        record = RunCheckpoint(self.checkpoint, {}).record() if self.resuming else None
+        if record is None or not (self.path / "metrics.json").exists():
+            return False
+        asked = {phase for phase, count in ((1, epochs), (2, fine_tune_epochs)) if count}
+        if not asked <= set(record.get("phases_done", [])):
+            return False
+        saved = {k: v for k, v in record["fingerprint"].items() if k != "data"}
+        changed = differences(saved, trainer.run_settings(epochs, fine_tune_epochs))
+        if changed:
+            raise ValueError(f"The run in {self.path} finished with other settings: {'; '.join(changed)}. Pass "
+                             "--overwrite to train it again with these, or choose another --output.")
+        return True
 
     def save(self, trainer, result, data, split: str = "validation", verbose: int = 1) -> dict:
         """`save_run` into this folder."""

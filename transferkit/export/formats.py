@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from transferkit._internal.progress import progress
+from transferkit._internal.quiet import native_stderr_quiet
+from transferkit.export.on_tensorflow import TENSORFLOW_FORMATS, export_on_tensorflow
 from transferkit.export.tflite_metadata import DESCRIPTION_FILE, read_packed_files, write_metadata
 
 __all__ = ["export", "read_description", "EXPORTERS", "FORMATS", "QUANTIZATIONS", "INTEGER_IO"]
@@ -68,7 +70,8 @@ def export(
 
     Args:
         format: ``"keras"`` (a ``.keras`` file), ``"savedmodel"`` (a folder), ``"tflite"`` or ``"onnx"``
-            (through Keras's ``model.export``; needs ``transferkit[onnx]``).
+            (through Keras's ``model.export``; needs ``transferkit[onnx]``). On the JAX and PyTorch
+            backends these three convert in a process on the TensorFlow backend, which must be installed.
         quantize: TFLite only: ``None`` (float32), ``"float16"`` (weights) or ``"int8"``
             (weights and activations, calibrated on ``representative_images``).
         representative_images: ``(N, H, W, 3)`` training images (0-255) for int8 calibration;
@@ -93,9 +96,13 @@ def export(
     if integer_io and quantize != "int8":
         raise ValueError(f"integer_io={integer_io!r} needs quantize='int8' (a full-integer model).")
     _refuse_to_overwrite(path, overwrite)
-    description = _metadata(classifier, format, quantize, integer_io)
     options = dict(overwrite=overwrite, quantize=quantize, representative_images=representative_images,
                    integer_io=integer_io, metadata=metadata, verbose=verbose)
+    import keras
+
+    if format in TENSORFLOW_FORMATS and keras.backend.backend() != "tensorflow":
+        return export_on_tensorflow(classifier, path, format, **options)
+    description = _metadata(classifier, format, quantize, integer_io)
     return EXPORTERS[format](classifier, path, description, **options)
 
 
@@ -138,7 +145,8 @@ def _export_tflite(classifier, path: Path, description: dict, quantize, represen
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if integer_io:
                 converter.inference_input_type = converter.inference_output_type = getattr(tf, integer_io)
-        flatbuffer = converter.convert()
+        with native_stderr_quiet():  # the converter's "fully_quantize: 0, inference_type: 6..." lines
+            flatbuffer = converter.convert()
     if metadata:
         flatbuffer = write_metadata(flatbuffer, description, integer_input=bool(integer_io))
     path.parent.mkdir(parents=True, exist_ok=True)

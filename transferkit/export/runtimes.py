@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferkit._internal.quiet import native_stderr_quiet
 from transferkit.export.formats import export, read_description  # noqa: F401  (export: the docstring example)
 from transferkit.models.inference import Predictor
 
@@ -59,7 +60,8 @@ class TFLiteClassifier(ExportedClassifier):
 
     def __init__(self, path: os.PathLike | str, num_threads: int | None = None):
         super().__init__(path)
-        self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads)
+        with native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._batch = None
@@ -73,7 +75,8 @@ class TFLiteClassifier(ExportedClassifier):
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         if self._batch != len(batch):
             self.interpreter.resize_tensor_input(self._input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
+            with native_stderr_quiet():
+                self.interpreter.allocate_tensors()
             self._batch = len(batch)
         kind = np.dtype(self._input["dtype"])
         if kind.kind in "iu":  # full-integer input: quantize the pixels with the tensor's own parameters
@@ -128,8 +131,8 @@ def load_exported(path: os.PathLike | str):
         return TFLiteClassifier(path)
     if path.suffix == ".onnx":
         return ONNXClassifier(path)
-    if path.is_dir():
+    if path.is_dir() and (path / "saved_model.pb").exists():
         return SavedModelClassifier(path)
-    from transferkit.models.classifier import load_model
+    from transferkit.models.classifier import load_model  # a .keras file, or a run folder holding one
 
     return load_model(path)

@@ -68,7 +68,8 @@ class BackboneSpec:
             ``"none"`` (the network does its own).
         block_pattern: regular expression whose first group names a layer's block; the blocks are
             the unfreeze points offered besides plain layer indices.
-        weights_hint: file name Keras caches the ImageNet weights under, for error messages.
+        weights_hint: file name Keras caches the ImageNet weights under, for error messages; or a
+            function of the input shape and the constructor's options that returns it.
         default_unfreeze: where fine-tuning starts when the trainer is given ``unfreeze_from="auto"``:
             a block or layer name, or a layer index (None: the first block in the top third).
     """
@@ -79,7 +80,7 @@ class BackboneSpec:
     preprocessing: str = "tf"
     block_pattern: str | None = None
     description: str = ""
-    weights_hint: str = ""
+    weights_hint: str | Callable[[tuple, dict], str] = ""
     options: dict = field(default_factory=dict)
     default_unfreeze: int | str | None = None
 
@@ -115,7 +116,7 @@ def register_backbone(
     preprocessing: str = "tf",
     block_pattern: str | None = None,
     description: str = "",
-    weights_hint: str = "",
+    weights_hint: str | Callable[[tuple, dict], str] = "",
     default_unfreeze: int | str | None = None,
     override: bool = False,
 ):
@@ -203,7 +204,8 @@ def get_backbone(
         path = Path(weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"Weights file not found: {path}. Pass weights='imagenet', None, or the path of an existing file."
+                f"Weights file not found: {path}. Give the path of an existing file, 'imagenet' or none "
+                "(weights= in Python, --weights on the command line)."
             )
         try:
             return spec.build(tuple(input_shape), str(path), **options)
@@ -219,11 +221,13 @@ def get_backbone(
             if not _is_download_failure(exc):
                 raise
             cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-            hint = f" ({spec.weights_hint})" if spec.weights_hint else ""
+            expected = spec.weights_hint(tuple(input_shape), options) if callable(spec.weights_hint) \
+                else spec.weights_hint
+            hint = f", {expected}," if expected else ""
             raise WeightsUnavailableError(
-                f"Could not download the ImageNet weights for backbone {name!r}: {exc}. Either pass "
-                f"weights='/path/to/weights.h5' (this backbone's Keras weights without the top), "
-                f"or put the file Keras expects{hint} into the Keras cache at {cache}/."
+                f"Could not download the ImageNet weights for backbone {name!r}: {exc}. Either give the path of "
+                "this backbone's Keras weights without the top (weights=PATH in Python, --weights PATH on the "
+                f"command line), or put the file Keras expects{hint} into the Keras cache at {cache}/."
             ) from exc
     return spec.build(tuple(input_shape), None, **options)
 
@@ -243,12 +247,19 @@ def _is_download_failure(exc: BaseException) -> bool:
 # -- built-in backbones (keras.applications) ----------------------------------------------------
 
 
+def _mobilenet_v2_weights_file(input_shape: tuple, alpha: float) -> str:
+    """The file ``keras.applications.MobileNetV2`` downloads: square sizes it has weights for keep
+    theirs, any other size gets the 224 px file."""
+    size = input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{size}_no_top.h5"
+
+
 @register_backbone(
     "mobilenet_v2",
     default_image_size=(224, 224),
     preprocessing="tf",
     block_pattern=r"^(block_\d+)_",
-    weights_hint="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_<size>_no_top.h5",
+    weights_hint=lambda shape, options: _mobilenet_v2_weights_file(shape, options.get("alpha", 1.0)),
     default_unfreeze="block_13",  # the last two stages; the tutorial's 100 cuts block_11 in half
 )
 def _mobilenet_v2(input_shape, weights, **options):

@@ -15,7 +15,11 @@ import numpy as np
 from transferkit.models.head import ClassProbabilities
 from transferkit.models.inference import Predictor
 
-__all__ = ["Classifier", "load_model"]
+__all__ = ["Classifier", "load_model", "model_file", "RUN_MODEL_FILES"]
+
+#: The model files a run folder holds, in the order `model_file` looks for them: ``transferkit train``'s,
+#: then a search's best.
+RUN_MODEL_FILES = ("model.keras", "best.keras")
 
 
 class Classifier(Predictor):
@@ -79,8 +83,30 @@ def load_model(path: os.PathLike | str) -> Classifier:
 
     No Python code is unpickled: only Keras layers registered by Keras and transferkit are rebuilt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: {path}")
+    path = model_file(path)
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
     return Classifier(model)
+
+
+def model_file(path: os.PathLike | str) -> Path:
+    """The ``.keras`` file that ``path`` means: the file itself, or the model of the run folder
+    ``path`` names (its ``model.keras``, or a search's ``best.keras``); ``FileNotFoundError`` saying
+    what is there otherwise.
+
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp()); (run / "model.keras").touch()
+    >>> model_file(run) == run / "model.keras"
+    True
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} is a folder without a model: give a .keras file, or a run folder holding "
+                                f"{' or '.join(RUN_MODEL_FILES)}.")
+    if not path.is_file():
+        hint = next((f" (did you mean {path.parent / name}?)" for name in RUN_MODEL_FILES
+                     if path.name != name and (path.parent / name).is_file()), "")
+        raise FileNotFoundError(f"Model file not found: {path}{hint}")
+    return path

@@ -29,7 +29,7 @@ import numpy as np
 from transferkit._internal.files import unique_partial, write_atomically
 from transferkit.data.fingerprint import FileList
 
-__all__ = ["RunCheckpoint"]
+__all__ = ["RunCheckpoint", "differences"]
 
 _FORMAT = 1
 
@@ -39,12 +39,17 @@ def _describe(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Each setting that differs between two JSON-friendly records, as ``"key: A there, B now"``.
+
+    >>> differences({"lr": 0.1, "head": {"dropout": 0.2}}, {"lr": 0.1, "head": {"dropout": 0.5}})
+    ['head.dropout: 0.2 there, 0.5 now']
+    """
     lines = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "(unset)"), current.get(key, "(unset)")
         if isinstance(a, dict) and isinstance(b, dict):
-            lines += _differences(a, b, f"{prefix}{key}.")
+            lines += differences(a, b, f"{prefix}{key}.")
         elif json.dumps(a, default=str, sort_keys=True) != json.dumps(b, default=str, sort_keys=True):
             lines.append(f"{prefix}{key}: {_describe(a)} there, {_describe(b)} now")
     return lines
@@ -68,6 +73,14 @@ class RunCheckpoint:
     def exists(self) -> bool:
         return self.state_file.is_file()
 
+    def record(self) -> dict | None:
+        """What ``checkpoint.json`` says (fingerprint, phases done, epochs, history), unchecked and
+        without the arrays; None when there is none."""
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
     def load(self) -> dict | None:
         """The saved state with ``"variables"`` and ``"optimizer_variables"`` (lists of arrays) added."""
         if not self.exists():
@@ -76,16 +89,16 @@ class RunCheckpoint:
         if state.get("format") != _FORMAT:
             raise ValueError(f"{self.state_file} was written by another version of transferkit (format "
                              f"{state.get('format')!r}, this one reads {_FORMAT}); start the run in another folder.")
-        differences = _differences(state["fingerprint"], self.fingerprint)
+        found = differences(state["fingerprint"], self.fingerprint)
         saved_files = state.get("files", {})
         changed = [f"{split} image {line}" for split, files in self.files.items() if split in saved_files
                    for line in files.changes(saved_files[split])]
         if changed:
-            differences = [d for d in differences if not d.startswith("data.files")] + changed
-        if differences:
+            found = [d for d in found if not d.startswith("data.files")] + changed
+        if found:
             raise ValueError(
                 f"The checkpoint in {self.directory} was written by a run with other settings: "
-                f"{'; '.join(differences)}. Resume with the same settings and data, or start the run in "
+                f"{'; '.join(found)}. Resume with the same settings and data, or start the run in "
                 "another folder."
             )
         with np.load(self.directory / state["arrays"]) as arrays:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -56,11 +57,14 @@ class TrainingResult:
             one entry per epoch.
         phase_boundary: index of the first fine-tuning epoch (the number of phase-1 epochs run).
         classifier: the trained `Classifier` (raw pixels in, probabilities out).
-        phase_seconds: wall time of phase 1 (with computing cached features) and phase 2.
+        phase_seconds: wall time of phase 1 (with computing cached features) and phase 2; a resumed
+            run adds the time its checkpoint recorded before the interruption.
         histories: the two Keras ``History`` objects.
         run: what was run, JSON-friendly: the trainer's settings, the epochs asked for and the data
             (class names, image and batch size, a fingerprint of each split's files); the same record
             a checkpoint must match to be resumed.
+        epochs_trained: the epochs this ``fit`` trained: fewer than asked for when it resumed a
+            checkpoint, 0 when that run had already finished.
     """
 
     history: dict[str, list[float]]
@@ -69,6 +73,7 @@ class TrainingResult:
     phase_seconds: tuple[float, float] = (0.0, 0.0)
     histories: tuple = field(default=(), repr=False)
     run: dict = field(default_factory=dict, repr=False)
+    epochs_trained: int | None = None
 
     @property
     def epoch(self) -> list[int]:
@@ -501,9 +506,11 @@ class TwoPhaseTrainer:
             self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
         if self.distribution is not None:
             self.classifier = self._one_device_copy(self.classifier)
+        seconds = progress.seconds
         return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
-                              phase_seconds=(loop.seconds[0] + preparation, loop.seconds[1]),
-                              histories=tuple(loop.histories), run=described)
+                              phase_seconds=(seconds[0] + (preparation if 1 in phases else 0.0), seconds[1]),
+                              histories=tuple(loop.histories), run=described,
+                              epochs_trained=progress.epochs_done - progress.epochs_at_start)
 
     def _check_whole_batches(self, data) -> None:
         """Several processes train on whole batches only (each process takes its share of each): a
@@ -549,19 +556,24 @@ class TwoPhaseTrainer:
                       "precision": self.precision_policy},
             distribution=self.distribution)
 
+    def run_settings(self, epochs: int = EPOCHS, fine_tune_epochs: int = FINE_TUNE_EPOCHS) -> dict:
+        """The settings and epochs of a run, as its checkpoint and ``TrainingResult.run`` record them
+        (without the data)."""
+        settings = {k: v for k, v in self.get_config().items() if k not in ("cache_dir", "cache_unfreeze_points")}
+        settings["head"] = {k: v for k, v in settings["head"].items() if k != "name"}  # generated, not chosen
+        return json.loads(json.dumps({"settings": settings, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs},
+                                     default=str))
+
     def _fingerprint(self, data, epochs: int, fine_tune_epochs: int) -> tuple[dict, dict]:
         """What a checkpoint must match: the settings, the epochs, and the data's files (`FileList`
         per split, also returned to name a changed file) and shape."""
-        settings = {k: v for k, v in self.get_config().items() if k not in ("cache_dir", "cache_unfreeze_points")}
-        settings["head"] = {k: v for k, v in settings["head"].items() if k != "name"}  # generated, not chosen
         files = {}
         if hasattr(data, "files"):
             files = {split: file_list_of(data, split) for split in ("train", "validation")}
         described = {"class_names": list(data.class_names), "image_size": list(data.image_size),
                      "batch_size": getattr(data, "batch_size", None),
                      "files": {split: f.digest()[:16] for split, f in files.items()} or None}
-        return ({"settings": settings, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "data": described},
-                files)
+        return {**self.run_settings(epochs, fine_tune_epochs), "data": described}, files
 
     # -- using the trained model --------------------------------------------------------------
 
@@ -597,13 +609,12 @@ class _PhaseLoop:
         self.trainer, self.recipe, self.progress, self.callbacks = trainer, recipe, progress, callbacks
         self.phases, self.run_options = phases, run
         self.histories: list = []
-        self.seconds = [0.0, 0.0]
 
     def run(self, phase: int, first_epoch: int, last_epoch: int, learning_rate: float) -> None:
         """Phase ``phase`` from ``first_epoch`` (or where the checkpoint left it) to ``last_epoch``."""
         if phase not in self.phases:
             return
-        start = time.perf_counter()
+        self.progress.start_phase(phase)
         first_epoch = max(first_epoch, self.progress.epochs_done)
         with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
             model = self.recipe.model(phase)
@@ -625,7 +636,6 @@ class _PhaseLoop:
             self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
                                             epochs=last_epoch, callbacks=[clock, record_epoch, user, record_phase],
                                             **self.run_options))
-        self.seconds[phase - 1] = time.perf_counter() - start
 
 
 class _Progress:
@@ -634,10 +644,16 @@ class _Progress:
     def __init__(self, trainer: TwoPhaseTrainer, checkpoint: RunCheckpoint | None, state: dict | None):
         self.trainer, self.checkpoint, self.state = trainer, checkpoint, state
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
-        self.epochs_done = int((state or {}).get("epochs_done", 0))
+        self.epochs_done = self.epochs_at_start = int((state or {}).get("epochs_done", 0))
+        self.seconds = list((state or {}).get("phase_seconds", [0.0, 0.0]))  # as saved after the last epoch
+        self._phase, self._phase_start, self._seconds_before = 0, 0.0, 0.0
         self.phases_done = set((state or {}).get("phases_done", []))
         self._boundary = (state or {}).get("boundary")
         self._restored = False
+
+    def start_phase(self, phase: int) -> None:
+        """Time ``phase`` from now on, after what the checkpoint recorded of it."""
+        self._phase, self._phase_start, self._seconds_before = phase, time.perf_counter(), self.seconds[phase - 1]
 
     def phase_done(self, phase: int) -> bool:
         return phase in self.phases_done
@@ -696,10 +712,12 @@ class _Progress:
 
     def save(self, model: keras.Model, phase: int) -> None:
         self._restored = True  # what is in memory is now newer than the checkpoint read at the start
+        if phase == self._phase:
+            self.seconds[phase - 1] = self._seconds_before + time.perf_counter() - self._phase_start
         if self.checkpoint is None:
             return
         state = {"phase": phase, "epochs_done": self.epochs_done, "phases_done": sorted(self.phases_done),
-                 "boundary": self._boundary, "history": self.history}
+                 "boundary": self._boundary, "history": self.history, "phase_seconds": self.seconds}
         optimizer = model.optimizer.variables if model.optimizer is not None and model.optimizer.built else []
         self.checkpoint.save(state, [keras.ops.convert_to_numpy(v) for v in self.trainer.model.variables],
                              [keras.ops.convert_to_numpy(v) for v in optimizer])

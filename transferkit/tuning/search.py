@@ -43,6 +43,7 @@ it is split in the same proportion: ``round(E * epochs / (epochs + fine_tune_epo
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import tempfile  # noqa: F401  (used by the docstring example)
@@ -55,8 +56,11 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from transferkit.models.backbones import get_backbone, get_backbone_spec
+from transferkit._internal.files import write_atomically
 from transferkit._internal.memory import rss_mb
+from transferkit.data.fingerprint import file_list_of
+from transferkit.models.backbones import get_backbone, get_backbone_spec
+from transferkit.training.checkpoint import differences
 from transferkit.training.trainer import TwoPhaseTrainer
 from transferkit.tuning import defaults
 from transferkit.tuning.oracles import ORACLES
@@ -359,12 +363,55 @@ def tune(
         raise TypeError(f"tuner='hyperband' runs its trials with TwoPhaseHyperband (or a subclass), not "
                         f"{tuner_class.__name__}.")
     hypermodel = _hypermodel(data, directory, project_name, hypermodel_options)
+    described = _described(hypermodel, data, tuner=tuner, stop_below_median_after=stop_below_median_after,
+                           max_epochs=max_epochs if hyperband else None)
+    record = _check_same_search(Path(directory) / project_name, described, hypermodel, overwrite)
     oracle = ORACLES[tuner](objective=final_objective(hypermodel.metric), seed=hypermodel.seed,
                             stop_below_median_after=stop_below_median_after,
                             **_budget(hyperband, hypermodel, max_trials, max_epochs))
     search = tuner_class(oracle, hypermodel, directory=str(directory), project_name=project_name,
                          overwrite=overwrite, isolate_trials=isolate_trials, trials_per_process=trials_per_process)
+    _write_record(record, described, hypermodel)
     return _search(search, hypermodel, data, callbacks, verbose, output)
+
+
+#: The file in ``directory/project_name`` that says which search runs there (settings and data).
+SEARCH_RECORD = "transferkit_search.json"
+
+
+def _described(hypermodel: TwoPhaseHyperModel, data, **search) -> dict:
+    """What a search must keep to be continued: the search's and the hypermodel's settings (the
+    trial count aside: raising it continues the search) and the data's files."""
+    settings = {k: v for k, v in vars(hypermodel).items()
+                if k not in ("trainer", "trial_id", "augmentation_seed", "base") and not k.startswith("_")}
+    settings["base"] = {k: v for k, v in hypermodel.base.items() if k != "cache_dir"}
+    files = {split: file_list_of(data, split).digest()[:16] for split in ("train", "validation")} \
+        if hasattr(data, "files") else None
+    return json.loads(json.dumps({"search": search, "hypermodel": settings,
+                                  "data": {"batch_size": getattr(data, "batch_size", None), "files": files}},
+                                 default=str))
+
+
+def _write_record(record: Path, described: dict, hypermodel: TwoPhaseHyperModel) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(record, json.dumps({**described, "augmentation_seed": hypermodel.augmentation_seed}, indent=2))
+
+
+def _check_same_search(folder: Path, described: dict, hypermodel: TwoPhaseHyperModel, overwrite: bool) -> Path:
+    """Refuse to continue, in ``folder``, a search started with other settings or data (naming each
+    difference); an unseeded search continues with the augmentation seed it started with."""
+    record = folder / SEARCH_RECORD
+    if overwrite or not record.is_file():
+        return record
+    saved = json.loads(record.read_text())
+    changed = differences({k: v for k, v in saved.items() if k != "augmentation_seed"}, described)
+    if changed:
+        raise ValueError(f"The search in {folder} was started with other settings: {'; '.join(changed)}. Run it "
+                         "again with those to continue it, pass overwrite=True (--overwrite) to start a new search "
+                         "there, or give another project name (--project-name).")
+    if hypermodel.seed is None:
+        hypermodel.augmentation_seed = saved["augmentation_seed"]
+    return record
 
 
 def _budget(hyperband: bool, hypermodel: TwoPhaseHyperModel, max_trials: int, max_epochs: int | None) -> dict:
@@ -396,10 +443,15 @@ def _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_tri
         pass
 
     hypermodel = _hypermodel(data, directory, project_name, options)
+    described = _described(hypermodel, data, tuner=tuner.__name__, stop_below_median_after=None,
+                           max_epochs=max_epochs)
+    record = _check_same_search(Path(directory) / project_name, described, hypermodel, overwrite)
     common = dict(objective=final_objective(hypermodel.metric), directory=str(directory), project_name=project_name,
                   overwrite=overwrite, seed=hypermodel.seed, isolate_trials=isolate_trials)
     budget = _budget(issubclass(tuner, kt.Hyperband), hypermodel, max_trials, max_epochs)
-    return _search(Running(hypermodel, **budget, **common), hypermodel, data, callbacks, verbose, output)
+    search = Running(hypermodel, **budget, **common)
+    _write_record(record, described, hypermodel)
+    return _search(search, hypermodel, data, callbacks, verbose, output)
 
 
 def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, output) -> TuningResult:

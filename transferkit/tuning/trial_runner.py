@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import sys
 import traceback
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import keras
 import keras_tuner as kt
@@ -142,14 +145,56 @@ def _converse(connection, process, trial_id: str, report) -> dict:
             message = connection.recv()
         except EOFError:
             process.join()
-            raise RuntimeError(f"Trial {trial_id}'s process ended without a result "
-                               f"(exit code {process.exitcode}; out of memory?).") from None
+            raise RuntimeError(f"Trial {trial_id}'s process ended without a result: {_ending(process.exitcode)}.") \
+                from None
         if message[0] == "epoch":
             connection.send(bool(report(message[1], message[2])))
         elif message[0] == "done":
             return message[1]
         else:
             raise RuntimeError(f"Trial {trial_id} failed in its process:\n{message[1]}")
+
+
+def _ending(exitcode: int | None) -> str:
+    """How a process ended, in words: a SIGKILL is what the kernel's out-of-memory killer sends."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
+        return f"killed by {name}" + (" (out of memory, most likely)" if -exitcode == signal.SIGKILL else "")
+    return f"exit code {exitcode}; its error, if it printed one, is above on stderr"
+
+
+def check_main_module_is_guarded() -> None:
+    """Refuse to start trial processes from the top level of a script that has no
+    ``if __name__ == "__main__":`` guard around the call: each spawned process imports the script
+    again, which would start the search again inside it."""
+    import ast
+    import inspect
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if path is None or not os.path.isfile(path) or name == "__main__" or name.endswith(".__main__"):
+        return  # an interactive session, python -c, a notebook; a package's __main__ is not imported again
+    frame = inspect.currentframe()
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return
+
+    def is_main_guard(node) -> bool:
+        return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test))
+
+    if not any(is_main_guard(node) and node.lineno <= line <= node.end_lineno for node in ast.walk(tree)):
+        raise RuntimeError(
+            f"{path}, line {line}: the search runs its trials in new processes, which import this script again "
+            "and would start the search again in each. Put the call under if __name__ == \"__main__\": (see "
+            "docs/tuning.md), or pass isolate_trials=False to run the trials in this process.")
 
 
 def _stop(process, connection, wait: float) -> None:
@@ -171,6 +216,7 @@ class WorkerProcess:
     def __init__(self, data, trials_per_process: int = 5, process_growth_mb: float = 512.0):
         from multiprocessing import get_context
 
+        check_main_module_is_guarded()
         context = get_context("spawn")
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, data), name="trial-worker")
@@ -234,6 +280,8 @@ class TrialRunning:
         return getattr(updated, "status", None) == "STOPPED"
 
     def search(self, *fit_args, **fit_kwargs):
+        if self.isolate_trials:
+            check_main_module_is_guarded()  # before KerasTuner, which would log it as a failed trial and go on
         try:
             return super().search(*fit_args, **fit_kwargs)
         finally:
