@@ -51,4 +51,14 @@ for name, cached in (("cached", True), ("exact", False)):
         "probabilities_sum": float(np.abs(probabilities.sum(axis=1) - 1).max()),
         "features_computed": len(built) - before,
     }
+# TFLite from this backend: converted in a process on the TensorFlow backend (where TensorFlow is installed).
+try:
+    import tensorflow  # noqa: F401
+except ImportError:
+    report["tflite_difference"] = None
+else:
+    from transferkit.export import TFLiteClassifier, export  # noqa: E402
+
+    lite = TFLiteClassifier(export(result.classifier, out / "model.tflite", format="tflite"))
+    report["tflite_difference"] = float(np.abs(lite.predict(images) - probabilities).max())
 print(json.dumps(report))

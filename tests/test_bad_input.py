@@ -144,12 +144,13 @@ def test_folder_errors_name_the_path_and_the_fix(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "-1"], "--epochs -1: give 0 or more epochs"),
     (["--backbone", "resnet9000"], "--backbone 'resnet9000' is not registered; choose one of: .*mobilenet_v2"),
-    (["--augmentation", "wild"], "augmentation='wild': choose one of none, default, light, strong"),
-    (["--unfreeze-from", "500"], "unfreeze_from=500 is outside the mobilenet_v2 backbone's layers 0..153"),
-    (["--unfreeze-from", "block_99"], "unfreeze_from='block_99' is neither a block nor a layer.*blocks: block_1"),
+    (["--augmentation", "wild"], "--augmentation wild: choose one of none, default, light, strong"),
+    (["--unfreeze-from", "500"], "--unfreeze-from 500 is outside the mobilenet_v2 backbone's layers 0..153"),
+    (["--unfreeze-from", "block_99"], "--unfreeze-from 'block_99' is neither a block nor a layer.*blocks: block_1"),
     (["--views", "0"], "--views 0: give at least 1"),
     (["--split", "0.5,0.6"], "sums to 1.1"),
     (["--image-size", "8"], "--image-size 8: give at least 32"),
+    (["--image-size", "96x16"], "--image-size 96x16: give at least 32"),
     (["--weights", "nowhere.h5"], "--weights nowhere.h5: no such file"),
 ])
 def test_bad_arguments_fail_before_any_image_is_decoded(tmp_path, capsys, monkeypatch, argv, message):

@@ -21,7 +21,7 @@ def library_defaults(command: str) -> dict:
 
     data, trainer = signature_defaults(ImageFolder), signature_defaults(TwoPhaseTrainer)
     head, fit = signature_defaults(ClassifierHead), signature_defaults(TwoPhaseTrainer.fit)
-    data_options = {"image_size": data["image_size"][0], "batch_size": data["batch_size"], "split": data["split"],
+    data_options = {"image_size": tuple(data["image_size"]), "batch_size": data["batch_size"], "split": data["split"],
                     "seed": data["seed"]}
     backbone = {"backbone": trainer["backbone"], "weights": trainer["weights"]}
     if command == "train":

@@ -12,13 +12,16 @@ import os
 import sys
 import tempfile
 
-__all__ = ["native_stderr_quiet", "verbose_logs"]
+__all__ = ["native_stderr_quiet", "verbose_logs", "VERBOSE_VARIABLE"]
+
+
+#: Set (to 1) by ``transferkit --verbose``: the libraries' own log lines are then shown.
+VERBOSE_VARIABLE = "TRANSFERKIT_VERBOSE"
 
 
 def verbose_logs() -> bool:
-    """Whether the user asked for the libraries' own log lines (``transferkit --verbose`` sets
-    ``TF_CPP_MIN_LOG_LEVEL=0``)."""
-    return os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+    """Whether the user asked for the libraries' own log lines."""
+    return os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
 
 
 @contextlib.contextmanager

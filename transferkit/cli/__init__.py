@@ -5,8 +5,9 @@
 'backbones'
 """
 
-from transferkit._internal.lazy import lazy_exports as _lazy_exports
+# Imported at once (argparse and the options only): ``main`` names both the function and its module,
+# and an import of the module would otherwise leave the package's ``main`` bound to the module.
+from transferkit.cli.main import COMMANDS, build_parser, main
+from transferkit.cli.options import UsageError
 
-__getattr__, __dir__, __all__ = _lazy_exports(__name__, {
-    "main": "main", "build_parser": "main", "COMMANDS": "main", "UsageError": "options",
-})
+__all__ = ["main", "build_parser", "COMMANDS", "UsageError"]

@@ -23,9 +23,10 @@ def run(args) -> int:
     names = list_backbones()
     if args.json:
         specs = [get_backbone_spec(name) for name in names]
-        print(json.dumps([{"name": name, "default_image_size": list(spec.default_image_size),
-                           "default_unfreeze": spec.default_unfreeze, "preprocessing": spec.preprocessing,
-                           "description": spec.description} for name, spec in zip(names, specs)], indent=2), file=args.stdout)
+        rows = [{"name": name, "default_image_size": list(spec.default_image_size),
+                 "default_unfreeze": spec.default_unfreeze, "preprocessing": spec.preprocessing,
+                 "description": spec.description} for name, spec in zip(names, specs)]
+        print(json.dumps(rows, indent=2), file=args.stdout)
         return 0
     width = max(len(n) for n in names)
     print(f"{'name':<{width}}  pretrained at  unfreeze  preprocessing  description")

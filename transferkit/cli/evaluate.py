@@ -5,7 +5,9 @@ Accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC, top losses.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -37,13 +39,14 @@ def run(args) -> int:
     classifier = load_model(args.model)
     split = args.fractions
     if args.which != "all":
-        if classifier.split is not None:
-            split = classifier.split["files"]
+        if classifier.split is not None:  # only that split's files are read and decoded
+            split = {args.which: classifier.split["files"][args.which]}
         else:
             print(f"{args.model} does not record its split: splitting {args.data_dir} with --seed {args.seed} and "
                   f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
-    data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
-                       split=split, seed=args.seed, verbose=0 if args.json else 1)
+    with _files_left_out_unsaid(isinstance(split, dict)):
+        data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
+                           split=split, seed=args.seed, verbose=0 if args.json else 1)
     evaluation = evaluate(classifier, data, split=args.which, tta=args.tta, verbose=1)
     summary = evaluation.to_dict()
     summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]
@@ -63,3 +66,16 @@ def run(args) -> int:
         for t in evaluation.top_losses(5):
             print(f"  {t.file}  true {t.true}, predicted {t.predicted} (p={t.probability:.3f})")
     return 0
+
+
+@contextlib.contextmanager
+def _files_left_out_unsaid(quiet: bool):
+    """The other splits' files are left out on purpose: no warning that they are."""
+    logger = logging.getLogger("transferkit.data.folder")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

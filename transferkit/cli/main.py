@@ -60,7 +60,9 @@ def _import_tensorflow_quietly() -> None:
     if "tensorflow" not in sys.modules:
         try:
             with native_stderr_quiet():
-                import tensorflow  # noqa: F401
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")  # CUDA starts here: "failed call to cuInit" without a GPU
         except ImportError:
             return  # the JAX or PyTorch backend without TensorFlow
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -116,6 +118,10 @@ def _run(args) -> int:
     # 3 also hides C++ ERROR lines such as "failed call to cuInit" on a machine without a GPU: a real
     # failure reaches the user as a Python exception either way.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
+    if args.verbose:
+        from transferkit._internal.quiet import VERBOSE_VARIABLE
+
+        os.environ[VERBOSE_VARIABLE] = "1"
     if not args.verbose:
         _import_tensorflow_quietly()
     try:

@@ -7,9 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["UsageError", "command_parser", "defaults_of", "data_defaults", "HELP", "split_option", "key_value_option", "devices_option", "weights_option",
-           "unfreeze_point_option", "add_data_options", "add_backbone_options", "add_model_options", "load_data",
-           "quiet_data", "check_epochs_and_backbone", "check_training_options", "image_size_option"]
+__all__ = ["UsageError", "command_parser", "defaults_of", "data_defaults", "HELP", "split_option", "key_value_option",
+           "devices_option", "weights_option", "unfreeze_point_option", "image_size_option", "add_data_options",
+           "add_backbone_options", "add_model_options", "load_data", "quiet_data", "check_epochs_and_backbone",
+           "check_training_options", "as_options", "size_text"]
 
 
 class UsageError(ValueError):
@@ -183,6 +184,21 @@ def quiet_data(args):
         return load_data(args)
 
 
+def as_options(message: str, args) -> str:
+    """A library message in the command line's words: ``unfreeze_from=500`` becomes ``--unfreeze-from 500``
+    for each argument the command has as an option."""
+    import re
+
+    names = sorted((name for name in vars(args) if not name.startswith("_")), key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")=")
+    return pattern.sub(lambda match: f"--{match.group(1).replace('_', '-')} ", message)
+
+
+def size_text(size) -> str:
+    """``192`` for a square size, ``96x128`` (height x width) otherwise."""
+    return str(size[0]) if size[0] == size[1] else "x".join(map(str, size))
+
+
 def check_training_options(args) -> None:
     """The options ``train`` and ``tune`` share that can be checked without Keras: run before
     TensorFlow loads, so a typo exits 2 at once."""
@@ -194,7 +210,7 @@ def check_training_options(args) -> None:
     if args.epochs + args.fine_tune_epochs == 0:
         raise UsageError("--epochs 0 and --fine-tune-epochs 0: train for at least one epoch.")
     if min(args.image_size) < 32:
-        raise UsageError(f"--image-size {'x'.join(map(str, args.image_size))}: give at least 32 pixels a side.")
+        raise UsageError(f"--image-size {size_text(args.image_size)}: give at least 32 pixels a side.")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
     if not (Path(args.data_dir) / "train").is_dir():

@@ -6,7 +6,6 @@ Prints the class and its probability for each image.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from transferkit.cli.options import UsageError, command_parser
@@ -14,8 +13,8 @@ from transferkit.cli.options import UsageError, command_parser
 
 def add_parser(commands) -> None:
     p = command_parser(commands, "predict", __doc__)
-    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit (or the run folder "
-                                                  "holding it), an exported .tflite or .onnx file, or SavedModel folder")
+    p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit (or the run folder holding "
+                                                  "it), an exported .tflite or .onnx file, or a SavedModel folder")
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")

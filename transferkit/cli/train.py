@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+import sys
 
 from transferkit.cli.options import (command_parser, UsageError, add_data_options, add_model_options,
-                                     check_epochs_and_backbone, check_training_options, devices_option, load_data)
+                                     as_options, check_epochs_and_backbone, check_training_options, devices_option,
+                                     load_data)
 from transferkit.training import settings
 
 
@@ -60,12 +61,12 @@ def _check_train_args(args):
     from transferkit.models.augment import PRESETS
 
     check_epochs_and_backbone(args)
-    if args.augmentation not in ("none", *PRESETS):
-        raise UsageError(f"--augmentation {args.augmentation}: choose one of none, {', '.join(PRESETS)}.")
+    if args.augmentation not in PRESETS:
+        raise UsageError(f"--augmentation {args.augmentation}: choose one of {', '.join(PRESETS)}.")
     try:
         return _trainer_from_args(args)
     except (ValueError, TypeError) as exc:  # a preset, unfreeze point, learning rate... that cannot work
-        raise UsageError(str(exc)) from None
+        raise UsageError(as_options(str(exc), args)) from None
 
 
 def _trainer_from_args(args):
@@ -113,8 +114,9 @@ def run(args) -> int:
         import keras
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.log_dir))
-    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                         callbacks=callbacks, checkpoint_dir=None if several else folder.checkpoint)
+    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=callbacks,
+                         checkpoint_dir=None if several else folder.checkpoint,
+                         verbose="auto" if sys.stdout.isatty() else 2)  # 2: one plain line an epoch, for logs
     if not folder.writes:
         print(f"Process {distribute.process_index()} of {distribute.processes(distribution)}: trained; "
               f"process 0 writes the run to its {folder.path}.")

@@ -204,7 +204,10 @@ class ImageFolder:
             keys = [self._relative(paths[i]) for i in good_positions]
             parts = stratified_split(self._labels[good_positions], self.split, seed, keys=keys)
             self._indices = {name: good_positions[p] for name, p in zip(SPLITS, parts)}
-        for name in ("train", "validation"):
+        # File lists that name only some splits (the test files a model recorded, to evaluate it) give only
+        # those; every split they name, like the two that fractions and folders give, must hold images.
+        required = ("train", "validation") if given is None else [name for name in SPLITS if name in given]
+        for name in required:
             if len(self._indices.get(name, ())) == 0:
                 shown = "the given file lists" if given is not None else f"split={split!r}"
                 raise ValueError(
@@ -359,10 +362,9 @@ class ImageFolder:
     # -- pipelines ----------------------------------------------------------------------------
 
     def _make_datasets(self) -> None:
-        self.train = self._dataset(self._indices["train"], training=True)
-        self.validation = self._dataset(self._indices["validation"], training=False)
-        test = self._indices.get("test")
-        self.test = None if test is None or len(test) == 0 else self._dataset(test, training=False)
+        self.train, self.validation, self.test = (
+            self._dataset(self._indices[name], training=name == "train") if len(self._indices.get(name, ())) else None
+            for name in SPLITS)
 
     def _dataset(self, indices: np.ndarray, training: bool, start_pass: int | PassClock = 0, seed: int | None = None):
         seed = (self.seed if seed is None else seed) if training else None

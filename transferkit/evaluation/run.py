@@ -199,7 +199,8 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
     output = Path(output)
     existing = [name for name in RUN_FILES if (output / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{output} already holds {', '.join(existing)}; pass overwrite to replace them.")
+        raise FileExistsError(f"{output} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) "
+                              "to replace them.")
     output.mkdir(parents=True, exist_ok=True)
     evaluation = evaluate(result.classifier, data, split=split, verbose=verbose)
     files = [result.classifier.save(output / "model.keras", overwrite=True)]

@@ -72,7 +72,8 @@ class Classifier(Predictor):
         if path.suffix != ".keras":
             raise ValueError(f"{path}: the file name must end in .keras (the Keras 3 format).")
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it, or choose another name.")
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it, or choose another "
+                                  "name.")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(path)
         return path

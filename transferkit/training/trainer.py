@@ -468,6 +468,9 @@ class TwoPhaseTrainer:
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
+        missing = [name for name in ("train", "validation") if getattr(data, name, None) is None]
+        if missing:
+            raise ValueError(f"The data has no {' and no '.join(missing)} split: training needs both.")
         self._check_whole_batches(data)
         if rebuild:
             if self.seed is not None:

@@ -379,12 +379,16 @@ def tune(
 SEARCH_RECORD = "transferkit_search.json"
 
 
+_SEARCHED_SETTINGS = ("class_names", "image_size", "epochs", "fine_tune_epochs", "metric", "dropout_range",
+                      "hidden_units", "learning_rate_range", "unfreeze_points", "fine_tune_lr_factors", "seed")
+
+
 def _described(hypermodel: TwoPhaseHyperModel, data, **search) -> dict:
     """What a search must keep to be continued: the search's and the hypermodel's settings (the
     trial count aside: raising it continues the search) and the data's files."""
-    settings = {k: v for k, v in vars(hypermodel).items()
-                if k not in ("trainer", "trial_id", "augmentation_seed", "base") and not k.startswith("_")}
+    settings = {name: getattr(hypermodel, name) for name in _SEARCHED_SETTINGS}
     settings["base"] = {k: v for k, v in hypermodel.base.items() if k != "cache_dir"}
+    settings["base"]["head"] = {k: v for k, v in settings["base"]["head"].items() if k != "name"}  # generated
     files = {split: file_list_of(data, split).digest()[:16] for split in ("train", "validation")} \
         if hasattr(data, "files") else None
     return json.loads(json.dumps({"search": search, "hypermodel": settings,
@@ -461,6 +465,11 @@ def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, ou
     if "KERASTUNER_TUNER_ID" in os.environ and "chief" not in os.environ["KERASTUNER_TUNER_ID"]:
         return TuningResult(tuner=search, best_hyperparameters={}, best_score=None, trials=[])  # a worker
     trials = _trials(search)
+    finished = [t for t in search.oracle.trials.values() if t.status == kt.engine.trial.TrialStatus.COMPLETED]
+    failed = [t for t in search.oracle.trials.values() if t.status == kt.engine.trial.TrialStatus.FAILED]
+    if failed and not finished:  # KerasTuner logs each failure and goes on: say the first, not a missing file
+        raise RuntimeError(f"Every trial of the search failed ({len(failed)}); trial {failed[0].trial_id}'s error: "
+                           f"{(failed[0].message or 'not recorded').strip().splitlines()[-1]}")
     best = search.oracle.get_best_trials(1)
     result = TuningResult(
         tuner=search,
