@@ -111,7 +111,7 @@ def test_the_code_of_the_page_runs(page, environment, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(work / "keras"))  # for trial processes; Keras read it at import here:
     monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(work / "keras"))
     keras.backend.clear_session()
-    namespace = {"__name__": "__docs__"}
+    namespace = {"__name__": "__main__"}  # as when pasted into a script and run
     ran = 0
     for lang, code, before in code_blocks(page):
         if before.startswith("<!-- not run"):

@@ -52,6 +52,31 @@ def test_mediapipe_reads_the_labels_inside_the_tflite_file(classifier, tiny_data
     assert np.ptp(mediapipe[:, 0]) > 0.01  # the scores depend on the image (a broken input would not)
 
 
+def test_mediapipe_gives_our_scores_on_our_pixels_not_on_a_full_size_photo(classifier, tmp_path):
+    """MediaPipe shrinks a large photo its own way; given the pixels transferkit resized, it scores as
+    transferkit does (docs/howto/export-edge.md says so and shows how)."""
+    from PIL import Image
+
+    from transferkit.data.images import read_image
+
+    path = export(classifier, tmp_path / "m.tflite", format="tflite")
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(6):  # photos ten times the model's input, with fine detail: how they shrink matters
+        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        photo = np.asarray(Image.fromarray(coarse).resize((320, 240), Image.Resampling.NEAREST), dtype=np.int16)
+        photo = np.clip(photo + rng.integers(-60, 61, photo.shape), 0, 255).astype(np.uint8)
+        files.append(tmp_path / f"photo{i}.png")
+        Image.fromarray(photo).save(files[-1])
+    ours = TFLiteClassifier(path).predict(files)
+    pixels = [read_image(f, classifier.image_size) for f in files]
+    full_size = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    on_our_pixels, on_photos = (np.array([[r["cats"], r["dogs"]] for r in _mediapipe_scores(path, images)])
+                                for images in (pixels, full_size))
+    np.testing.assert_allclose(on_our_pixels, ours, atol=1e-4)
+    assert np.abs(on_photos - ours).max() > 1e-3  # the difference users see is the resize
+
+
 def test_class_names_come_from_inside_the_file(classifier, tmp_path):
     path = export(classifier, tmp_path / "m.tflite", format="tflite")
     for sidecar in ("m.labels.txt", "m.transferkit.json"):
