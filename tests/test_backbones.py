@@ -71,7 +71,8 @@ def test_failed_download_says_how_to_work_offline(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError) as info:
         get_backbone("mobilenet_v2", (96, 96, 3), weights="imagenet")
     message = str(info.value)
-    assert "weights='/path/to/weights.h5'" in message and str(tmp_path) in message
+    assert "weights=PATH in Python, --weights PATH on the command line" in message and str(tmp_path) in message
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message  # the file Keras wants
 
 
 def test_unknown_backbone_lists_the_known_ones():

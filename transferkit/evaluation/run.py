@@ -119,8 +119,6 @@ class RunFolder:
             if earlier:
                 return (f"Removed the earlier run in {self.path} ({len(earlier)} files and folders: "
                         f"{', '.join(p.name for p in earlier)}).")
-        elif self.overwrite and self.checkpoint.exists():
-            shutil.rmtree(self.checkpoint)
         return f"Training a new run into {self.path}."
 
     def finished(self, trainer, epochs: int, fine_tune_epochs: int) -> bool:
