@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-realdata test-docs docs mutation clean
+.PHONY: install demo test test-slow test-unit test-realdata test-docs docs mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/cats_vs_dogs.py --overwrite $(ARGS)
 
-# The docs tier (every code block of docs/ and the README, with the real weights; ~5 min) runs apart:
-# `make test-docs`, or `make test ARGS="-m docs"`. CI runs both.
+# Three tiers run apart: `make test` (the everyday suite, ~20 min on 2 cores), `make test-slow` (the tiers
+# that start processes: kill-and-resume, other backends, several devices and processes, searches in
+# worker processes; ~12 min) and `make test-docs` (every code block of docs/ and the README with the
+# real weights; ~12 min). CI runs all three.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not docs" $(ARGS)
+	$(BIN)/python -m pytest -m "not docs and not slow" $(ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow and not docs" $(ARGS)
 
 test-docs: $(STAMP)
 	$(BIN)/python -m pytest -m docs $(ARGS)
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not realdata and not docs" $(ARGS)
+	$(BIN)/python -m pytest -m "not realdata and not docs and not slow" $(ARGS)
 
 test-realdata: $(STAMP)
 	$(BIN)/python -m pytest -m realdata -s $(ARGS)

@@ -14,6 +14,17 @@ from PIL import Image
 collect_ignore = ["distributed_search.py", "cli_with_test_cnn.py", "cache_writer.py", "slow_trial.py", "backend_run.py",
                   "devices_run.py", "processes_run.py"]  # a script the distributed tuning test runs, not a module
 
+#: Tiers that start processes or train for minutes: each is also marked ``slow``, so `make test` leaves them
+#: to `make test-slow` (CI runs both; ``-m killresume`` and the like still run one alone).
+SLOW_TIERS = ("killresume", "backends", "devices", "processes", "searchprocesses")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_TIERS):
+            item.add_marker(pytest.mark.slow)
+
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 

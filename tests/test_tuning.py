@@ -80,6 +80,7 @@ def test_other_tuners(tiny_data, tmp_path, tuner):
     assert result.best_score is not None and result.classifier is not None
 
 
+@pytest.mark.searchprocesses
 def test_memory_stays_flat_over_many_trials(tiny_data, tmp_path):
     """Trials train in worker processes, each reused for 5 trials and then replaced: over 20 trials the
     tuner's process does not grow and no trial peaks far above the first (in one process they would
@@ -98,6 +99,7 @@ def test_memory_stays_flat_over_many_trials(tiny_data, tmp_path):
     assert after - before < 200
 
 
+@pytest.mark.searchprocesses  # the control of the test above, run with it
 def test_in_one_process_the_same_trials_grow_past_that_bound(tiny_data, tmp_path):
     """The control for the test above: trials trained in the tuner's own process leave tens of MiB
     each behind (measured: about 37 MiB a trial), so the 100 MiB bound on the spread would catch it."""
@@ -114,6 +116,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.searchprocesses
 def test_distributed_search_chief_and_two_workers(tiny_data, tmp_path):
     """Two workers run every trial once; the chief's oracle (and only the chief's: the rule is patched
     there alone) stops the odd-numbered trials after their first epoch, and the workers obey it."""
