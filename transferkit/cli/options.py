@@ -27,9 +27,7 @@ class HELP(argparse.ArgumentDefaultsHelpFormatter):
             return text
         default = action.default
         if isinstance(default, (tuple, list)):
-            joiner = "x" if action.dest == "image_size" else ","
-            default = joiner.join(str(int(v) if isinstance(v, float) and v.is_integer() and joiner == "x" else v)
-                                  for v in default)
+            default = ("x" if action.dest == "image_size" else ",").join(map(str, default))
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
