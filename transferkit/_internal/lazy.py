@@ -23,11 +23,9 @@ def lazy_exports(package: str, exports: dict[str, str], deprecated: dict[str, st
 
     def __getattr__(name):
         if name in exports:
-            module = importlib.import_module(f"{package}.{exports[name]}")
-            for other, where in exports.items():  # the import bound the submodule's name: bind the exports over it
-                if where == exports[name]:
-                    namespace[other] = getattr(module, other)
-            return namespace[name]
+            value = getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+            namespace[name] = value
+            return value
         if name in deprecated:
             warnings.warn(f"{package}.{name} has moved to {deprecated[name]}.{name}; the old name goes in the "
                           "next release.", DeprecationWarning, stacklevel=2)

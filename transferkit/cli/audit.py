@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from transferkit.cli.options import (command_parser, UsageError, add_backbone_options, add_data_options,
-                                     check_epochs_and_backbone, check_training_options, defaults_of, load_data, quiet_data)
+                                     check_backbone, check_training_options, defaults_of, load_data, quiet_data)
 
 
 def add_parser(commands) -> None:
@@ -47,8 +47,7 @@ def check(args) -> None:
 def run(args) -> int:
     from transferkit.audit import audit
 
-    check(args)
-    check_epochs_and_backbone(args)
+    check_backbone(args)
     from transferkit import TwoPhaseTrainer
 
     trainer = TwoPhaseTrainer(backbone=args.backbone, weights=args.weights, backbone_options=dict(args.backbone_option),

@@ -61,7 +61,6 @@ def run(args) -> int:
     from transferkit.export.parity import PARITY_SUFFIX, check_parity
     from transferkit.models.classifier import model_file
 
-    check(args)
     model_path = model_file(args.model)  # a run folder: its model.keras, and the exports go beside it
     classifier = load_model(model_path)
     suffix = "".join(f"_{x}" for x in (args.quantize, args.integer_io and f"{args.integer_io}io") if x)

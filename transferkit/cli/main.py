@@ -1,7 +1,8 @@
 """The ``transferkit`` command: train, evaluate, predict, export, report, backbones, tune and audit.
 
-A thin layer over the library: each command is a module of this package with ``add_parser`` and
-``run``; this one builds the parser from them and runs one.
+A thin layer over the library: each command is a module of this package with ``add_parser``, ``run``
+and, where the options alone can be wrong, ``check`` (called before TensorFlow loads, and before
+``run``); this one builds the parser from them and runs one.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["UsageError", "command_parser", "defaults_of", "data_defaults", "HELP", "split_option", "key_value_option",
            "devices_option", "weights_option", "unfreeze_point_option", "image_size_option", "add_data_options",
-           "add_backbone_options", "add_model_options", "load_data", "quiet_data", "check_epochs_and_backbone",
+           "add_backbone_options", "add_model_options", "load_data", "quiet_data", "check_backbone",
            "check_training_options", "as_options", "size_text"]
 
 
@@ -221,11 +221,11 @@ def check_training_options(args) -> None:
         raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")
 
 
-def check_epochs_and_backbone(args) -> None:
-    """The options ``train`` and ``tune`` share, checked before anything is decoded."""
+def check_backbone(args) -> None:
+    """``--backbone`` is registered (the registry needs Keras: checked after `check_training_options`,
+    before anything is decoded)."""
     from transferkit import get_backbone_spec, list_backbones
 
-    check_training_options(args)
     try:
         get_backbone_spec(args.backbone)
     except KeyError:

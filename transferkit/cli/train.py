@@ -10,7 +10,7 @@ import os
 import sys
 
 from transferkit.cli.options import (command_parser, UsageError, add_data_options, add_model_options,
-                                     as_options, check_epochs_and_backbone, check_training_options, devices_option,
+                                     as_options, check_backbone, check_training_options, devices_option,
                                      load_data)
 from transferkit.training import settings
 
@@ -60,7 +60,7 @@ def _check_train_args(args):
     """Everything that can be wrong with the options, found before any image is decoded."""
     from transferkit.models.augment import PRESETS
 
-    check_epochs_and_backbone(args)
+    check_backbone(args)
     if args.augmentation not in PRESETS:
         raise UsageError(f"--augmentation {args.augmentation}: choose one of {', '.join(PRESETS)}.")
     try:
@@ -91,7 +91,6 @@ def run(args) -> int:
     from transferkit.training import distribute
     from transferkit.training.callbacks import PhaseSummary
 
-    check(args)
     distribution = _distribution(args)  # before the backend runs anything: it may split the CPU or join a job
     several = distribute.processes(distribution) > 1
     folder = RunFolder(args.output, overwrite=args.overwrite, resume=args.resume,

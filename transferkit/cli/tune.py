@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transferkit.cli.options import (command_parser, UsageError, add_data_options, check_epochs_and_backbone,
+from transferkit.cli.options import (command_parser, UsageError, add_data_options, check_backbone,
                                      check_training_options, load_data)
 from transferkit.models import defaults as model_defaults
 from transferkit.tuning import defaults
@@ -52,8 +52,7 @@ def check(args) -> None:
 def run(args) -> int:
     from transferkit.tuning import tune
 
-    check(args)
-    check_epochs_and_backbone(args)
+    check_backbone(args)
     data = load_data(args)
     output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
     result = tune(
