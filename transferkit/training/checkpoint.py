@@ -128,7 +128,4 @@ class RunCheckpoint:
             (self.directory / previous).unlink(missing_ok=True)
 
     def _current_arrays(self) -> str | None:
-        try:
-            return json.loads(self.state_file.read_text()).get("arrays")
-        except (OSError, ValueError):
-            return None
+        return (self.record() or {}).get("arrays")

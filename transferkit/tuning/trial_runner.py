@@ -158,7 +158,10 @@ def _converse(connection, process, trial_id: str, report) -> dict:
 def _ending(exitcode: int | None) -> str:
     """How a process ended, in words: a SIGKILL is what the kernel's out-of-memory killer sends."""
     if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
         return f"killed by {name}" + (" (out of memory, most likely)" if -exitcode == signal.SIGKILL else "")
     return f"exit code {exitcode}; its error, if it printed one, is above on stderr"
 
@@ -216,7 +219,6 @@ class WorkerProcess:
     def __init__(self, data, trials_per_process: int = 5, process_growth_mb: float = 512.0):
         from multiprocessing import get_context
 
-        check_main_module_is_guarded()
         context = get_context("spawn")
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, data), name="trial-worker")
@@ -281,7 +283,8 @@ class TrialRunning:
 
     def search(self, *fit_args, **fit_kwargs):
         if self.isolate_trials:
-            check_main_module_is_guarded()  # before KerasTuner, which would log it as a failed trial and go on
+            # Once, before any worker starts; inside a trial KerasTuner would log it as a failure and go on.
+            check_main_module_is_guarded()
         try:
             return super().search(*fit_args, **fit_kwargs)
         finally:
