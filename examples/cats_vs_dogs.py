@@ -4,12 +4,13 @@
     python examples/cats_vs_dogs.py --data-dir PATH --weights FILE.h5   # offline
 
 Recipe (transferkit's defaults): 192x192 inputs, batch 32, flip + rotation augmentation, 10 epochs
-with the backbone frozen (Adam 1e-4), then 10 epochs with MobileNetV2's last stages (block_13 on)
-unfrozen at 0.3 times the learning rate, BatchNorm frozen while fine-tuning. The frozen layers run
+with the backbone frozen (Adam 1e-3), then 10 epochs with MobileNetV2's last stages (block_13 on)
+unfrozen at 0.03 times the learning rate (3e-5), BatchNorm frozen while fine-tuning; each phase ends
+on a moving average of its weights over its last sixth or so of steps. The frozen layers run
 once over three augmented views of each training image; each epoch draws one view per image, and
 phase 2 mirrors the cached activations at random. --seed-recipe gives the seed project's settings
 instead: 160x160, the whole network every step with a new augmentation every epoch, layers 100+
-unfrozen at a tenth of the learning rate. Without --data-dir/--weights, a ``../shared`` folder next
+unfrozen at a tenth of the learning rate (1e-4, then 1e-5), no weight averaging. Without --data-dir/--weights, a ``../shared`` folder next
 to the repository (the offline copies on the project's own machines) is used when it exists, and
 there its web photos (``cats_vs_dogs_web``) are scored too, beside the validation photos.
 

@@ -26,7 +26,7 @@ def library_defaults(command: str) -> dict:
     backbone = {"backbone": trainer["backbone"], "weights": trainer["weights"]}
     if command == "train":
         return {**data_options, **backbone, **{k: trainer[k] for k in ("unfreeze_from", "learning_rate",
-                                                                       "fine_tune_lr_factor", "views",
+                                                                       "fine_tune_lr_factor", "ema_window", "views",
                                                                        "augmentation")},
                 "dropout": head["dropout"], "hidden_units": head["hidden_units"],
                 "epochs": fit["epochs"], "fine_tune_epochs": fit["fine_tune_epochs"]}

@@ -82,6 +82,19 @@ def weights_option(text: str):
     return None if text.lower() == "none" else text
 
 
+def ema_window_option(text: str):
+    """``none``, or a fraction of a phase over 0 and at most 1."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction of the phase (over 0, at most 1) or none")
+    return value
+
+
 def command_parser(commands, name: str, doc: str) -> argparse.ArgumentParser:
     """The parser of command ``name``, its one-line help and its description taken from ``doc`` (the
     command module's docstring: a summary line, a blank line, the description)."""
@@ -144,6 +157,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=Recipe.learning_rate, help="phase-1 learning rate")
     p.add_argument("--fine-tune-lr-factor", type=float, default=Recipe.fine_tune_lr_factor,
                    help="phase-2 learning rate factor")
+    p.add_argument("--ema-window", type=ema_window_option, default=Recipe.ema_window, metavar="FRACTION|none",
+                   help="each phase ends on a moving average of its weights over this fraction of its steps; "
+                        "none: on the last step's weights")
     p.add_argument("--dropout", type=float, default=defaults.HEAD["dropout"], help="dropout before the logits")
     p.add_argument("--hidden-units", type=int, default=defaults.HEAD["hidden_units"],
                    help="optional hidden Dense layer size")

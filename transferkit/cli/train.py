@@ -77,7 +77,7 @@ def _trainer_from_args(args):
         head=ClassifierHead(dropout=args.dropout, hidden_units=args.hidden_units),
         augmentation=None if args.augmentation == "none" else args.augmentation,
         unfreeze_from=args.unfreeze_from, learning_rate=args.learning_rate,
-        fine_tune_lr_factor=args.fine_tune_lr_factor, seed=args.seed,
+        fine_tune_lr_factor=args.fine_tune_lr_factor, ema_window=args.ema_window, seed=args.seed,
         cache_features=not args.exact, views=args.views, cache_dir=args.cache_dir,
         mixed_precision=args.mixed_precision,
     )

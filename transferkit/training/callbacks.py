@@ -22,7 +22,9 @@ import time
 
 import keras
 
-__all__ = ["PhaseCallback", "PhaseSummary", "ShowFullModel"]
+import math
+
+__all__ = ["PhaseCallback", "PhaseSummary", "ShowFullModel", "ValidateOnAverage", "cosine_schedule"]
 
 
 class PhaseCallback(keras.callbacks.Callback):
@@ -38,6 +40,41 @@ class PhaseCallback(keras.callbacks.Callback):
 
     def on_phase_end(self, phase: int, logs=None):
         """Called after the last epoch of ``phase``, with that epoch's logs."""
+
+
+class ValidateOnAverage(keras.callbacks.Callback):
+    """With an optimizer that keeps a moving average of the weights (``use_ema``), validation during
+    ``fit`` sees the averaged weights, as the model will have them when ``fit`` ends; training goes on
+    from the raw weights."""
+
+    def on_test_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        averaging = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's (float16) inside
+        self._raw = None
+        if getattr(averaging, "use_ema", False) and optimizer.built:
+            self._raw = [keras.ops.copy(v.value) for v in self.model.trainable_variables]
+            optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    def on_test_end(self, logs=None):
+        if self._raw is not None:
+            for variable, value in zip(self.model.trainable_variables, self._raw):
+                variable.assign(value)
+            self._raw = None
+
+
+def cosine_schedule(learning_rate: float, first_epoch: int, epochs: int) -> keras.callbacks.LearningRateScheduler:
+    """A callback that sets the rate of epoch ``first_epoch + i`` to ``learning_rate`` times
+    ``(1 + cos(pi * i / epochs)) / 2``: the full rate first, then down along a half cosine.
+
+    >>> schedule = cosine_schedule(1e-3, 10, 4)
+    >>> [round(schedule.schedule(e, 0.0), 6) for e in range(10, 14)]
+    [0.001, 0.000854, 0.0005, 0.000146]
+    """
+
+    def rate(epoch, current=None):
+        return learning_rate * (1 + math.cos(math.pi * (epoch - first_epoch) / max(1, epochs))) / 2
+
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 class ShowFullModel(keras.callbacks.Callback):

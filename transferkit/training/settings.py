@@ -5,7 +5,7 @@ bundle whole runs (today's default, the seed project's settings).
 Nothing here loads Keras, so the command line reads its defaults from here before TensorFlow starts.
 
 >>> Recipe().learning_rate, Recipe.from_config(Recipe(unfreeze_from=100).get_config()).unfreeze_from
-(0.0001, 100)
+(0.001, 100)
 >>> Recipe(optimizer="lion")
 Traceback (most recent call last):
 ...
@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 __all__ = ["Recipe", "FastPath", "PRESETS", "preset", "EPOCHS", "FINE_TUNE_EPOCHS"]
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine")
+#: The moving average's momentum when a phase's length is unknown (a dataset of unknown cardinality).
+UNKNOWN_LENGTH_MOMENTUM = 0.99
 #: ``fit``'s phase-1 (backbone frozen) and phase-2 (top of the backbone trains) epochs.
 EPOCHS = 10
 FINE_TUNE_EPOCHS = 10
@@ -60,14 +63,34 @@ class Recipe(_Settings):
         freeze_batchnorm: keep BatchNormalization in inference mode in phase 2.
         optimizer: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"``, a fresh one per phase.
         label_smoothing: for two-class heads.
+        ema_window: each phase ends on an exponential moving average of its weights (Keras's
+            ``use_ema``) whose window is this fraction of the phase's steps: the momentum is
+            ``1 - 1 / (ema_window * steps)``; validation during the phase sees the average too.
+            ``None``: each phase ends on its last step's weights.
+        fine_tune_schedule: phase 2's learning rate over its epochs: ``"constant"``, or ``"cosine"``
+            (from the phase-2 rate down along a half cosine, one value per epoch).
     """
 
     unfreeze_from: int | str = "auto"
-    learning_rate: float = 1e-4
-    fine_tune_lr_factor: float = 0.3
+    learning_rate: float = 1e-3
+    fine_tune_lr_factor: float = 0.03
     freeze_batchnorm: bool = True
     optimizer: str = "adam"
     label_smoothing: float = 0.0
+    ema_window: float | None = 0.16
+    fine_tune_schedule: str = "constant"
+
+    def ema_momentum(self, steps: int | None) -> float | None:
+        """The moving average's momentum in a phase of ``steps`` training steps; None: no average.
+
+        >>> Recipe().ema_momentum(630), Recipe().ema_momentum(6), Recipe(ema_window=None).ema_momentum(630)
+        (0.9900793650793651, 0.0, None)
+        """
+        if self.ema_window is None:
+            return None
+        if not steps:
+            return UNKNOWN_LENGTH_MOMENTUM
+        return 1.0 - 1.0 / max(1.0, self.ema_window * steps)
 
     def __post_init__(self):
         if self.learning_rate <= 0 or self.fine_tune_lr_factor <= 0:
@@ -75,6 +98,11 @@ class Recipe(_Settings):
                              f"{self.fine_tune_lr_factor!r} must be positive.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r}: use 'adam', 'adamw', 'rmsprop' or 'sgd'.")
+        if self.ema_window is not None and not 0.0 < float(self.ema_window) <= 1.0:
+            raise ValueError(f"ema_window={self.ema_window!r}: use a fraction of the phase, over 0 and at most 1, "
+                             "or None.")
+        if self.fine_tune_schedule not in SCHEDULES:
+            raise ValueError(f"fine_tune_schedule={self.fine_tune_schedule!r}: use {' or '.join(map(repr, SCHEDULES))}.")
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         object.__setattr__(self, "fine_tune_lr_factor", float(self.fine_tune_lr_factor))
 
@@ -118,11 +146,11 @@ class FastPath(_Settings):
 
 #: Named trainer settings. ``"default"``: transferkit's own (192 px from the data, the fast path,
 #: the backbone's unfreeze point); ``"seed_project"``: the tutorial project transferkit grew out of
-#: (160 px, the exact recipe, layers from 100 on, a tenth of the learning rate in phase 2).
+#: (160 px, the exact recipe, layers from 100 on, 1e-4 and a tenth of it in phase 2, no weight averaging).
 PRESETS: dict[str, dict] = {
     "default": {},
-    "seed_project": {"image_size": (160, 160), "unfreeze_from": 100, "fine_tune_lr_factor": 0.1,
-                     "cache_features": False},
+    "seed_project": {"image_size": (160, 160), "unfreeze_from": 100, "learning_rate": 1e-4,
+                     "fine_tune_lr_factor": 0.1, "ema_window": None, "cache_features": False},
 }
 
 

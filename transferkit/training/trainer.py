@@ -34,12 +34,12 @@ from transferkit.models.augment import PRESETS
 from transferkit.models.augment import augmentation as make_augmentation
 from transferkit.models import defaults
 from transferkit.models.backbones import get_backbone, get_backbone_spec
-from transferkit.training.callbacks import ShowFullModel
+from transferkit.training.callbacks import ShowFullModel, ValidateOnAverage, cosine_schedule
 from transferkit.training.checkpoint import RunCheckpoint
 from transferkit.data.fingerprint import file_list_of
 from transferkit.data.pipeline import PassClock
 from transferkit.training.recipes import BuiltModel, CachedRecipe, ExactRecipe
-from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, FastPath, Recipe, preset
+from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, UNKNOWN_LENGTH_MOMENTUM, FastPath, Recipe, preset
 from transferkit.models.head import ClassifierHead, ClassProbabilities
 from transferkit.models.classifier import Classifier
 
@@ -146,6 +146,10 @@ class TwoPhaseTrainer:
         image_size: (height, width); by default the data's.
         backbone_options: passed to the backbone constructor (e.g. ``{"alpha": 0.35}``).
         label_smoothing: for two-class heads.
+        ema_window: each phase ends on an exponential moving average of its weights (Keras's
+            ``use_ema``) over about this fraction of its steps; validation sees the average too.
+            None: on the last step's weights.
+        fine_tune_schedule: phase 2's learning rate over its epochs, ``"constant"`` or ``"cosine"``.
         seed: seeds Keras, NumPy and TensorFlow at ``fit`` so a run can be repeated exactly.
         cache_features: run the frozen layers once over ``views`` augmented variants of each
             training image (view 0 unaugmented) and once over the validation images, then train the
@@ -181,8 +185,8 @@ class TwoPhaseTrainer:
             classifier returned is a one-device model. With several processes, each needs the same
             ``seed``, and a last batch that would not split evenly between them is left out.
         recipe: the recipe settings at once, a `Recipe` (or a dict of it) instead of ``unfreeze_from``,
-            ``learning_rate``, ``fine_tune_lr_factor``, ``freeze_batchnorm``, ``optimizer`` and
-            ``label_smoothing``; the defaults of all of them are the `Recipe`'s.
+            ``learning_rate``, ``fine_tune_lr_factor``, ``freeze_batchnorm``, ``optimizer``,
+            ``label_smoothing``, ``ema_window`` and ``fine_tune_schedule``; the defaults of all of them are the `Recipe`'s.
         fast_path: the fast path's settings at once, a `FastPath` (or a dict) instead of
             ``cache_features``, ``views``, ``feature_dtype``, ``cache_dir``, ``random_views``,
             ``mirror_features`` and ``cache_unfreeze_points``.
@@ -205,6 +209,8 @@ class TwoPhaseTrainer:
         image_size: tuple[int, int] | None = None,
         backbone_options: dict | None = None,
         label_smoothing: float = Recipe.label_smoothing,
+        ema_window: float | None = Recipe.ema_window,
+        fine_tune_schedule: str = Recipe.fine_tune_schedule,
         seed: int | None = None,
         cache_features: bool = FastPath.cache_features,
         views: int = FastPath.views,
@@ -421,10 +427,13 @@ class TwoPhaseTrainer:
                     layer.trainable = False
         return index
 
-    def compile(self, learning_rate: float, model: keras.Model | None = None) -> None:
+    def compile(self, learning_rate: float, model: keras.Model | None = None, ema_momentum: float | None = None) -> None:
         """(Re)compile the training model (or ``model``) with a fresh optimizer, and the head's loss
-        and metrics."""
-        optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": learning_rate}})
+        and metrics; with ``ema_momentum``, the optimizer keeps a moving average of the weights."""
+        config = {"learning_rate": learning_rate}
+        if ema_momentum is not None:
+            config.update(use_ema=True, ema_momentum=ema_momentum)
+        optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": config})
         (model or self.model).compile(
             optimizer=optimizer,
             loss=self.parts.head.make_loss(self.label_smoothing),
@@ -618,11 +627,7 @@ class _PhaseLoop:
         if phase not in self.phases:
             return
         self.progress.start_phase(phase)
-        first_epoch = max(first_epoch, self.progress.epochs_done)
-        with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
-            model = self.recipe.model(phase)
-            self.trainer.compile(learning_rate, model)
-        self.progress.restore(model, phase)
+        phase_start, first_epoch = first_epoch, max(first_epoch, self.progress.epochs_done)
         # The training order of epoch e is pass e of the data, told by the epoch's start rather than counted
         # from the iterators made: JAX's trainer and tf.distribute strategies make one they do not use.
         first_pass = PassClock(first_epoch)
@@ -630,15 +635,38 @@ class _PhaseLoop:
                                                                                             epoch))
         train, validation = (distribute.even_batches(d, self.trainer.distribution, self.recipe.batch_size)
                              for d in self.recipe.datasets(phase, first_pass))
+        momentum = self.trainer.recipe.ema_momentum(_steps(train, last_epoch - phase_start))
+        with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
+            model = self.recipe.model(phase)
+            self.trainer.compile(learning_rate, model, ema_momentum=momentum)
+        self.progress.restore(model, phase)
         record_epoch, record_phase = self.progress.callbacks(model, phase)
+        steering = []  # before the user's callbacks, which then see the averaged weights and set rates last
+        if momentum is not None:
+            steering.append(ValidateOnAverage())
+        if phase == 2 and self.trainer.recipe.fine_tune_schedule == "cosine":
+            steering.append(cosine_schedule(learning_rate, phase_start, last_epoch - phase_start))
         user = ShowFullModel(self.callbacks, self.trainer.model, phase, begins_run=phase == self.phases[0],
                              ends_run=phase == self.phases[-1])
         with distribute.scope(self.trainer.distribution), warnings.catch_warnings():
             if distribute.processes(self.trainer.distribution) > 1:  # shards of unknown length: Keras counts them
                 warnings.filterwarnings("ignore", message="Your input ran out of data")
             self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
-                                            epochs=last_epoch, callbacks=[clock, record_epoch, user, record_phase],
+                                            epochs=last_epoch, callbacks=[clock, *steering, record_epoch, user, record_phase],
                                             **self.run_options))
+
+
+def _steps(dataset, epochs: int) -> int | None:
+    """Training steps in ``epochs`` passes over ``dataset`` (None when its length is unknown)."""
+    try:
+        batches = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else len(dataset)
+    except TypeError:
+        return None
+    if batches <= 0:  # tf.data's UNKNOWN (-2) and INFINITE (-1)
+        warnings.warn(f"ema_window: the training data's length is unknown, so the moving average uses momentum "
+                      f"{UNKNOWN_LENGTH_MOMENTUM}.", UserWarning, stacklevel=4)
+        return None
+    return batches * epochs
 
 
 class _Progress:
