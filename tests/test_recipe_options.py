@@ -61,6 +61,31 @@ def test_validation_during_a_phase_sees_the_weights_it_ends_on(tiny_data, ema_wi
     assert result.history["val_loss"][-1] == pytest.approx(loss, rel=1e-4)
 
 
+class MeasureAtEpochEnd(keras.callbacks.Callback):
+    """At each epoch's end, the validation loss of the weights the model holds then (the full model, as
+    user callbacks see it), beside the loss the epoch logged."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data, self.pairs = data, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        measured = self.model.evaluate(self.data.validation, verbose=0, return_dict=True)["loss"]
+        self.pairs.append((logs["val_loss"], measured))
+
+
+@pytest.mark.parametrize("ema_window", [0.5, None], ids=["averaged", "plain"])
+def test_callbacks_that_keep_an_epochs_weights_keep_the_ones_its_metrics_measured(tiny_data, ema_window):
+    """What EarlyStopping(restore_best_weights=True) and ModelCheckpoint keep at an epoch's end is what
+    the epoch's validation measured, in both phases."""
+    trainer = tiny_trainer(**CNN, ema_window=ema_window, cache_features=False)
+    probe = MeasureAtEpochEnd(tiny_data)
+    trainer.fit(tiny_data, epochs=2, fine_tune_epochs=2, callbacks=[probe], verbose=0)
+    assert len(probe.pairs) == 4
+    for logged, measured in probe.pairs:
+        assert logged == pytest.approx(measured, rel=1e-4)
+
+
 def test_the_cosine_schedule_lowers_phase_2s_rate_epoch_by_epoch(tiny_data):
     trainer = tiny_trainer(**CNN, fine_tune_lr_factor=0.1, fine_tune_schedule="cosine")
     recorder = StepRecorder(trainer)
@@ -85,7 +110,7 @@ def test_bad_steering_settings_are_named():
         tiny_trainer(fine_tune_schedule="linear")
 
 
-def test_the_window_is_a_fraction_of_each_phase_and_of_a_resumed_phase_too(tiny_data, tmp_path):
+def test_the_window_is_a_fraction_of_each_phase_and_a_resumed_phase_ends_alike(tiny_data, tmp_path):
     """Phase 1 of 2 epochs of 2 steps with a window of 0.5: momentum 1 - 1/2; phase 2 of 3 epochs: 1 - 1/3, also when the run is
     resumed inside phase 2 (the window counts the whole phase, not what is left of it)."""
     seen = []
@@ -102,6 +127,10 @@ def test_the_window_is_a_fraction_of_each_phase_and_of_a_resumed_phase_too(tiny_
     with pytest.raises(KeyboardInterrupt):
         tiny_trainer(**CNN, ema_window=0.5).fit(tiny_data, epochs=2, fine_tune_epochs=3, verbose=0,
                                                 callbacks=[Momentum(), StopAt()], checkpoint_dir=tmp_path)
-    tiny_trainer(**CNN, ema_window=0.5).fit(tiny_data, epochs=2, fine_tune_epochs=3, verbose=0,
-                                            callbacks=[Momentum()], checkpoint_dir=tmp_path)
+    resumed = tiny_trainer(**CNN, ema_window=0.5)
+    resumed.fit(tiny_data, epochs=2, fine_tune_epochs=3, verbose=0, callbacks=[Momentum()], checkpoint_dir=tmp_path)
     assert seen == [(0, 0.5), (1, 0.5), (2, 0.666667), (3, 0.666667), (4, 0.666667)]
+    uninterrupted = tiny_trainer(**CNN, ema_window=0.5)
+    uninterrupted.fit(tiny_data, epochs=2, fine_tune_epochs=3, verbose=0)
+    for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # the checkpoint held the raw weights

@@ -43,23 +43,36 @@ class PhaseCallback(keras.callbacks.Callback):
 
 
 class ValidateOnAverage(keras.callbacks.Callback):
-    """With an optimizer that keeps a moving average of the weights (``use_ema``), validation during
-    ``fit`` sees the averaged weights, as the model will have them when ``fit`` ends; training goes on
-    from the raw weights."""
+    """With an optimizer that keeps a moving average of the weights (``use_ema``), the model holds the
+    averaged weights from the epoch's validation to the end of its ``on_epoch_end``: validation
+    measures the weights the model will end with, and callbacks that keep an epoch's weights by its
+    metrics (``EarlyStopping(restore_best_weights=True)``, ``ModelCheckpoint``) keep the ones that were
+    measured. `restore` (the trainer calls it after the other callbacks) puts the raw weights back, and
+    training goes on from them; `raw_value` is what a checkpoint saves, so a resumed run goes on alike.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._raw: dict[int, object] = {}
 
     def on_test_begin(self, logs=None):
         optimizer = self.model.optimizer
         averaging = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's (float16) inside
-        self._raw = None
-        if getattr(averaging, "use_ema", False) and optimizer.built:
-            self._raw = [keras.ops.copy(v.value) for v in self.model.trainable_variables]
-            optimizer.finalize_variable_values(self.model.trainable_variables)
+        if self._raw or not (getattr(averaging, "use_ema", False) and optimizer.built):
+            return
+        variables = self.model.trainable_variables
+        self._raw = {id(v): keras.ops.copy(v.value) for v in variables}
+        optimizer.finalize_variable_values(variables)
 
-    def on_test_end(self, logs=None):
-        if self._raw is not None:
-            for variable, value in zip(self.model.trainable_variables, self._raw):
-                variable.assign(value)
-            self._raw = None
+    def raw_value(self, variable):
+        """``variable``'s training value (not the average that it may hold now)."""
+        return self._raw.get(id(variable), variable)
+
+    def restore(self) -> None:
+        for variable in self.model.trainable_variables:
+            if id(variable) in self._raw:
+                variable.assign(self._raw[id(variable)])
+        self._raw = {}
 
 
 def cosine_schedule(learning_rate: float, first_epoch: int, epochs: int) -> keras.callbacks.LearningRateScheduler:

@@ -641,9 +641,12 @@ class _PhaseLoop:
             self.trainer.compile(learning_rate, model, ema_momentum=momentum)
         self.progress.restore(model, phase)
         record_epoch, record_phase = self.progress.callbacks(model, phase)
-        steering = []  # before the user's callbacks, which then see the averaged weights and set rates last
-        if momentum is not None:
-            steering.append(ValidateOnAverage())
+        steering, after = [], []  # steering runs before the user's callbacks (which then set rates last)
+        self.progress.averaging = ValidateOnAverage() if momentum is not None else None
+        if self.progress.averaging is not None:
+            steering.append(self.progress.averaging)
+            after.append(keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs=None: self.progress.averaging.restore()))
         if phase == 2 and self.trainer.recipe.fine_tune_schedule == "cosine":
             steering.append(cosine_schedule(learning_rate, phase_start, last_epoch - phase_start))
         user = ShowFullModel(self.callbacks, self.trainer.model, phase, begins_run=phase == self.phases[0],
@@ -652,7 +655,8 @@ class _PhaseLoop:
             if distribute.processes(self.trainer.distribution) > 1:  # shards of unknown length: Keras counts them
                 warnings.filterwarnings("ignore", message="Your input ran out of data")
             self.histories.append(model.fit(train, validation_data=validation, initial_epoch=first_epoch,
-                                            epochs=last_epoch, callbacks=[clock, *steering, record_epoch, user, record_phase],
+                                            epochs=last_epoch, callbacks=[clock, *steering, record_epoch, user, *after,
+                                                                           record_phase],
                                             **self.run_options))
 
 
@@ -681,6 +685,7 @@ class _Progress:
         self.phases_done = set((state or {}).get("phases_done", []))
         self._boundary = (state or {}).get("boundary")
         self._restored = False
+        self.averaging = None  # the running phase's ValidateOnAverage, if it averages
 
     def start_phase(self, phase: int) -> None:
         """Time ``phase`` from now on, after what the checkpoint recorded of it."""
@@ -750,5 +755,6 @@ class _Progress:
         state = {"phase": phase, "epochs_done": self.epochs_done, "phases_done": sorted(self.phases_done),
                  "boundary": self._boundary, "history": self.history, "phase_seconds": self.seconds}
         optimizer = model.optimizer.variables if model.optimizer is not None and model.optimizer.built else []
-        self.checkpoint.save(state, [keras.ops.convert_to_numpy(v) for v in self.trainer.model.variables],
+        value = self.averaging.raw_value if self.averaging is not None else (lambda v: v)
+        self.checkpoint.save(state, [keras.ops.convert_to_numpy(value(v)) for v in self.trainer.model.variables],
                              [keras.ops.convert_to_numpy(v) for v in optimizer])
