@@ -63,6 +63,8 @@ class ValidateOnAverage(keras.callbacks.Callback):
         variables = self.model.trainable_variables
         self._raw = {id(v): keras.ops.copy(v.value) for v in variables}
         optimizer.finalize_variable_values(variables)
+        for variable in variables:  # own copies: on JAX the average's buffer would be donated with the model's
+            variable.assign(keras.ops.copy(variable.value))
 
     def raw_value(self, variable):
         """``variable``'s training value (not the average that it may hold now)."""
