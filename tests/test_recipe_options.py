@@ -111,8 +111,8 @@ def test_bad_steering_settings_are_named():
 
 
 def test_the_window_is_a_fraction_of_each_phase_and_a_resumed_phase_ends_alike(tiny_data, tmp_path):
-    """Phase 1 of 2 epochs of 2 steps with a window of 0.5: momentum 1 - 1/2; phase 2 of 3 epochs: 1 - 1/3, also when the run is
-    resumed inside phase 2 (the window counts the whole phase, not what is left of it)."""
+    """Phase 1 of 2 epochs of 2 steps with a window of 0.5: momentum 1 - 1/2; phase 2 of 3 epochs: 1 - 1/3,
+    also when the run is resumed inside phase 2 (the window counts the whole phase, not what is left of it)."""
     seen = []
 
     class Momentum(keras.callbacks.Callback):

@@ -18,11 +18,10 @@ callback with ``on_phase_begin(phase)`` / ``on_phase_end(phase, logs)`` methods 
 
 from __future__ import annotations
 
+import math
 import time
 
 import keras
-
-import math
 
 __all__ = ["PhaseCallback", "PhaseSummary", "ShowFullModel", "ValidateOnAverage", "cosine_schedule"]
 

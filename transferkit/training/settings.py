@@ -102,7 +102,8 @@ class Recipe(_Settings):
             raise ValueError(f"ema_window={self.ema_window!r}: use a fraction of the phase, over 0 and at most 1, "
                              "or None.")
         if self.fine_tune_schedule not in SCHEDULES:
-            raise ValueError(f"fine_tune_schedule={self.fine_tune_schedule!r}: use {' or '.join(map(repr, SCHEDULES))}.")
+            choices = " or ".join(map(repr, SCHEDULES))
+            raise ValueError(f"fine_tune_schedule={self.fine_tune_schedule!r}: use {choices}.")
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         object.__setattr__(self, "fine_tune_lr_factor", float(self.fine_tune_lr_factor))
 

@@ -186,7 +186,8 @@ class TwoPhaseTrainer:
             ``seed``, and a last batch that would not split evenly between them is left out.
         recipe: the recipe settings at once, a `Recipe` (or a dict of it) instead of ``unfreeze_from``,
             ``learning_rate``, ``fine_tune_lr_factor``, ``freeze_batchnorm``, ``optimizer``,
-            ``label_smoothing``, ``ema_window`` and ``fine_tune_schedule``; the defaults of all of them are the `Recipe`'s.
+            ``label_smoothing``, ``ema_window`` and ``fine_tune_schedule``; the defaults of all of them
+            are the `Recipe`'s.
         fast_path: the fast path's settings at once, a `FastPath` (or a dict) instead of
             ``cache_features``, ``views``, ``feature_dtype``, ``cache_dir``, ``random_views``,
             ``mirror_features`` and ``cache_unfreeze_points``.
@@ -427,7 +428,8 @@ class TwoPhaseTrainer:
                     layer.trainable = False
         return index
 
-    def compile(self, learning_rate: float, model: keras.Model | None = None, ema_momentum: float | None = None) -> None:
+    def compile(self, learning_rate: float, model: keras.Model | None = None,
+                ema_momentum: float | None = None) -> None:
         """(Re)compile the training model (or ``model``) with a fresh optimizer, and the head's loss
         and metrics; with ``ema_momentum``, the optimizer keeps a moving average of the weights."""
         config = {"learning_rate": learning_rate}
