@@ -635,9 +635,11 @@ class _PhaseLoop:
         first_pass = PassClock(first_epoch)
         clock = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: setattr(first_pass, "value",
                                                                                             epoch))
+        datasets = self.recipe.datasets(phase, first_pass)
+        # Counted before the distribution splits the batches: every process steps once per global batch.
+        momentum = self.trainer.recipe.ema_momentum(_steps(datasets[0], last_epoch - phase_start))
         train, validation = (distribute.even_batches(d, self.trainer.distribution, self.recipe.batch_size)
-                             for d in self.recipe.datasets(phase, first_pass))
-        momentum = self.trainer.recipe.ema_momentum(_steps(train, last_epoch - phase_start))
+                             for d in datasets)
         with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
             model = self.recipe.model(phase)
             self.trainer.compile(learning_rate, model, ema_momentum=momentum)
