@@ -16,7 +16,7 @@ collect_ignore = ["distributed_search.py", "cli_with_test_cnn.py", "cache_writer
 
 #: Tiers that start processes or train for minutes: each is also marked ``slow``, so `make test` leaves them
 #: to `make test-slow` (CI runs both; ``-m killresume`` and the like still run one alone).
-SLOW_TIERS = ("killresume", "backends", "devices", "processes", "searchprocesses")
+SLOW_TIERS = ("killresume", "backends", "devices", "processes", "searchprocesses", "families")
 
 
 def pytest_collection_modifyitems(config, items):

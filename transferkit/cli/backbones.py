@@ -29,12 +29,12 @@ def run(args) -> int:
         print(json.dumps(rows, indent=2), file=args.stdout)
         return 0
     width = max(len(n) for n in names)
-    print(f"{'name':<{width}}  pretrained at  unfreeze  preprocessing  description")
+    print(f"{'name':<{width}}  pretrained at  {'unfreeze':<9}  preprocessing  description")
     for name in names:
         spec = get_backbone_spec(name)
         size = "x".join(map(str, spec.default_image_size))
         unfreeze = "top third" if spec.default_unfreeze is None else str(spec.default_unfreeze)
-        print(f"{name:<{width}}  {size:<13}  {unfreeze:<8}  {spec.preprocessing:<13}  {spec.description}")
+        print(f"{name:<{width}}  {size:<13}  {unfreeze:<9}  {spec.preprocessing:<13}  {spec.description}")
     size = "x".join(map(str, data_defaults()["image_size"]))
     print(f"\ntrain and tune use --image-size (default {size}) for every backbone.")
     return 0

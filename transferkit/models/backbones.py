@@ -1,10 +1,12 @@
 """The backbone registry: named pretrained feature extractors, with their preprocessing and blocks.
 
->>> list_backbones("*net*")
-['efficientnet_b0', 'mobilenet_v2', 'resnet50_v2']
+>>> list_backbones("mobilenet*")
+['mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
 >>> backbone = get_backbone("mobilenet_v2", input_shape=(96, 96, 3), weights=None, alpha=0.35)
 >>> get_backbone_spec("mobilenet_v2").blocks(backbone)["block_11"]
 98
+
+Your own network is a backbone too: `backbone_from_model` (or ``TwoPhaseTrainer(backbone=model)``).
 
 Third-party packages add backbones through the ``transferkit.backbones`` entry-point group: the
 entry point names a `BackboneSpec`, or a module whose import calls `register_backbone`.
@@ -13,6 +15,8 @@ entry point names a `BackboneSpec`, or a module whose import calls `register_bac
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import logging
 import os
 import re
@@ -22,10 +26,12 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 
 __all__ = [
     "BackboneSpec",
     "WeightsUnavailableError",
+    "backbone_from_model",
     "register_backbone",
     "get_backbone",
     "get_backbone_spec",
@@ -72,6 +78,8 @@ class BackboneSpec:
             function of the input shape and the constructor's options that returns it.
         default_unfreeze: where fine-tuning starts when the trainer is given ``unfreeze_from="auto"``:
             a block or layer name, or a layer index (None: the first block in the top third).
+        digest: for a backbone that is not in the registry (`backbone_from_model`), what identifies its
+            architecture and weights in checkpoints and feature caches; empty for registered ones.
     """
 
     name: str
@@ -83,6 +91,7 @@ class BackboneSpec:
     weights_hint: str | Callable[[tuple, dict], str] = ""
     options: dict = field(default_factory=dict)
     default_unfreeze: int | str | None = None
+    digest: str = ""
 
     def preprocessing_layer(self) -> keras.layers.Layer | None:
         """A fresh Keras layer mapping 0-255 pixels to what the backbone expects (None if nothing)."""
@@ -178,7 +187,14 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_REGISTRY, pattern))
 
 
-def get_backbone_spec(name: str) -> BackboneSpec:
+def get_backbone_spec(name: str | BackboneSpec | keras.Model) -> BackboneSpec:
+    """The registered backbone ``name``; a `BackboneSpec` as it is; a Keras model through `backbone_from_model`."""
+    if isinstance(name, BackboneSpec):
+        return name
+    if isinstance(name, keras.Model):
+        return backbone_from_model(name)
+    if not isinstance(name, str):
+        _check_feature_extractor(name)  # names what to give instead
     _load_plugins()
     if name not in _REGISTRY:
         raise KeyError(f"Unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}.")
@@ -186,7 +202,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 
 def get_backbone(
-    name: str,
+    name: str | BackboneSpec | keras.Model,
     input_shape: tuple[int, int, int] | None = None,
     weights: str | os.PathLike | None = "imagenet",
     **options,
@@ -195,9 +211,11 @@ def get_backbone(
 
     ``weights`` is ``"imagenet"`` (downloaded into, or found in, the Keras cache), ``None``
     (random initialisation) or the path of a Keras weights file for this backbone. Extra keyword
-    ``options`` go to the constructor (e.g. MobileNetV2's ``alpha``).
+    ``options`` go to the constructor (e.g. MobileNetV2's ``alpha``). For a model given as the backbone
+    (`backbone_from_model`), ``"imagenet"`` means the weights it came with.
     """
     spec = get_backbone_spec(name)
+    name = spec.name
     if input_shape is None:
         input_shape = (*spec.default_image_size, 3)
     if weights is not None and weights != "imagenet":
@@ -230,6 +248,86 @@ def get_backbone(
                 f"command line), or put the file Keras expects{hint} into the Keras cache at {cache}/."
             ) from exc
     return spec.build(tuple(input_shape), None, **options)
+
+
+def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", block_pattern: str | None = None,
+                        default_unfreeze: int | str | None = None) -> BackboneSpec:
+    """Your own Keras model as a backbone: an image in, a feature map ``(batch, height, width, channels)`` out.
+
+    The trainer builds a copy of ``model`` for every model it makes (the network's architecture, with the
+    weights ``model`` holds now), so training never changes ``model`` itself. ``preprocessing`` says what
+    the copy receives: ``"none"`` (0-255 pixels: the model scales them itself), ``"tf"`` ([-1, 1]) or
+    ``"torch"`` (ImageNet mean and std). ``block_pattern`` names its blocks as for `register_backbone`;
+    without one, ``unfreeze_from`` takes layer indices and names, and ``"auto"`` the top third.
+
+    >>> inputs = keras.Input((32, 32, 3))
+    >>> x = keras.layers.Conv2D(8, 3, name="stage1_conv")(keras.layers.Rescaling(1 / 255)(inputs))
+    >>> x = keras.layers.Conv2D(8, 3, name="stage2_conv")(x)
+    >>> spec = backbone_from_model(keras.Model(inputs, x, name="mine"), block_pattern=r"^(stage\\d+)_")
+    >>> spec.name, spec.blocks(get_backbone(spec, weights=None))
+    ('mine', {'stage1': 2, 'stage2': 3})
+    """
+    _check_feature_extractor(model)
+    _preprocessing_layer(preprocessing)
+    weights = [np.array(w) for w in model.get_weights()]  # as they are now, whatever happens to model later
+    config = keras.saving.serialize_keras_object(model)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    fixed = tuple(model.inputs[0].shape[1:])
+
+    def build(input_shape, weights_arg, **options):
+        if options:
+            raise TypeError(f"backbone_options {sorted(options)} do not apply to a model given as the backbone.")
+        if any(f is not None and f != s for f, s in zip(fixed, input_shape)):
+            raise ValueError(f"The backbone model {model.name!r} takes images of shape {fixed}, the data gives "
+                             f"{tuple(input_shape)}: give the data that size (image_size=...) or build the model "
+                             "with keras.Input((None, None, 3)).")
+        copy = keras.models.clone_model(model, input_tensors=keras.Input(tuple(input_shape)))
+        if weights_arg == "imagenet":  # the trainer's default: here, the weights the model came with
+            copy.set_weights(weights)
+        elif weights_arg is not None:
+            copy.load_weights(weights_arg)
+        return copy
+
+    blocks = f"blocks {block_pattern!r}" if block_pattern else "no blocks"
+    return BackboneSpec(name=model.name, build=build, default_image_size=(fixed[0] or 224, fixed[1] or 224),
+                        preprocessing=preprocessing, block_pattern=block_pattern, default_unfreeze=default_unfreeze,
+                        description=f"your model {model.name!r} ({len(model.layers)} layers, {blocks})",
+                        digest=digest.hexdigest()[:16])
+
+
+def _check_feature_extractor(model) -> None:
+    """A clear error for a model that cannot serve as a backbone (and what to give instead)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"backbone={model!r}: give a registered name (list_backbones()), a BackboneSpec or a "
+                        "keras.Model.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(f"The backbone model {model.name!r} has no defined inputs and outputs yet: build it on an "
+                         "input first (keras.Input((height, width, 3)) at the start of a Sequential or functional "
+                         "model). Subclassed models are not supported as backbones.")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"The backbone model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                         "a backbone takes one image and gives one feature map.")
+    shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(shape_in) != 4 or shape_in[-1] != 3:
+        raise ValueError(f"The backbone model {model.name!r} takes inputs of shape {shape_in}; a backbone takes "
+                         "RGB images, (batch, height, width, 3).")
+    if len(shape_out) == 4:
+        return
+    last = model.layers[-1]
+    if len(shape_out) == 2 and isinstance(last, keras.layers.Dense):
+        raise ValueError(f"The backbone model {model.name!r} ends in a classifier top (layer {last.name!r}, output "
+                         f"{shape_out}). Give the network without it (include_top=False for keras.applications, or "
+                         "keras.Model(model.input, model.get_layer(NAME).output) at its last feature map): "
+                         "transferkit adds its own head.")
+    raise ValueError(f"The backbone model {model.name!r} gives outputs of shape {shape_out}, not a feature map "
+                     "(batch, height, width, channels). Give the network up to its last feature map, without global "
+                     "pooling (pooling=None for keras.applications): the head pools it.")
 
 
 def _is_download_failure(exc: BaseException) -> bool:
@@ -267,25 +365,44 @@ def _mobilenet_v2(input_shape, weights, **options):
     return keras.applications.MobileNetV2(include_top=False, input_shape=input_shape, weights=weights, **options)
 
 
-@register_backbone(
-    "efficientnet_b0",
-    default_image_size=(224, 224),
-    preprocessing="none",
-    block_pattern=r"^(block\d+[a-z])_",
-    weights_hint="efficientnetb0_notop.h5",
-)
-def _efficientnet_b0(input_shape, weights, **options):
-    """EfficientNetB0 (keras.applications); rescales its own 0-255 input; blocks block1a ... block7a."""
-    return keras.applications.EfficientNetB0(include_top=False, input_shape=input_shape, weights=weights, **options)
+def _application(name: str, constructor: str, *, size: int, preprocessing: str, block_pattern: str,
+                 weights_hint, description: str, default_unfreeze=None) -> None:
+    """Register ``keras.applications.<constructor>`` (without its top) as backbone ``name``."""
+
+    def build(input_shape, weights, **options):
+        return getattr(keras.applications, constructor)(include_top=False, input_shape=input_shape, weights=weights,
+                                                        **options)
+
+    register_backbone(name, default_image_size=(size, size), preprocessing=preprocessing, block_pattern=block_pattern,
+                      description=description, weights_hint=weights_hint, default_unfreeze=default_unfreeze)(build)
 
 
-@register_backbone(
-    "resnet50_v2",
-    default_image_size=(224, 224),
-    preprocessing="tf",
-    block_pattern=r"^(conv\d_block\d+)_",
-    weights_hint="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-)
-def _resnet50_v2(input_shape, weights, **options):
-    """ResNet50V2 (keras.applications); blocks conv2_block1 ... conv5_block3."""
-    return keras.applications.ResNet50V2(include_top=False, input_shape=input_shape, weights=weights, **options)
+def _mobilenet_v3_weights_file(kind: str):
+    def hint(shape, options):
+        minimalistic = "_minimalistic" if options.get("minimalistic") else ""
+        return f"weights_mobilenet_v3_{kind}{minimalistic}_224_{options.get('alpha', 1.0)}_float_no_top_v2.h5"
+
+    return hint
+
+
+_application("efficientnet_b0", "EfficientNetB0", size=224, preprocessing="none", block_pattern=r"^(block\d+[a-z])_",
+             weights_hint="efficientnetb0_notop.h5",
+             description="EfficientNetB0 (keras.applications); rescales its own 0-255 input; blocks block1a ... block7a.")
+_application("resnet50_v2", "ResNet50V2", size=224, preprocessing="tf", block_pattern=r"^(conv\d_block\d+)_",
+             weights_hint="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+             description="ResNet50V2 (keras.applications); blocks conv2_block1 ... conv5_block3.")
+# The newer families scale their own 0-255 input (include_preprocessing), hence preprocessing "none".
+for _kind in ("small", "large"):
+    _application(f"mobilenet_v3_{_kind}", f"MobileNetV3{_kind.title()}", size=224, preprocessing="none",
+                 block_pattern=r"^(expanded_conv(?:_\d+)?)_", weights_hint=_mobilenet_v3_weights_file(_kind),
+                 description=f"MobileNetV3{_kind.title()} (keras.applications); blocks expanded_conv, "
+                             f"expanded_conv_1 ... expanded_conv_{10 if _kind == 'small' else 14}.")
+for _variant, _size, _last in (("b0", 224, "6h"), ("b1", 240, "6i"), ("b2", 260, "6j"), ("b3", 300, "6l")):
+    _application(f"efficientnet_v2_{_variant}", f"EfficientNetV2{_variant.upper()}", size=_size, preprocessing="none",
+                 block_pattern=r"^(block\d+[a-z])_", weights_hint=f"efficientnetv2-{_variant}_notop.h5",
+                 description=f"EfficientNetV2{_variant.upper()} (keras.applications); blocks block1a ... block{_last}.")
+_application("convnext_tiny", "ConvNeXtTiny", size=224, preprocessing="none",
+             block_pattern=r"^convnext_tiny_(stage_\d+_block_\d+|downsampling_block_\d+)_?",
+             weights_hint="convnext_tiny_notop.h5",
+             description="ConvNeXtTiny (keras.applications); blocks stage_0_block_0 ... stage_3_block_2, and "
+                         "downsampling_block_N before stage N+1.")

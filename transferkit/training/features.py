@@ -55,10 +55,15 @@ _SPLITS = ("train", "validation")
 
 
 def crossing_tensors(backbone: keras.Model, index: int) -> list:
-    """The tensors that layers before ``backbone.layers[index]`` produce and layers from it on use."""
-    after = {id(layer) for layer in backbone.layers[index:]}
-    crossing = [layer.output for layer in backbone.layers[:index]
-                if any(id(node.operation) in after for node in layer._outbound_nodes)]
+    """The tensors that layers before ``backbone.layers[index]`` produce and layers from it on use.
+
+    Operations that are not layers (``x + y`` in a functional model: ConvNeXt's residuals) count where
+    they stand in the network's order of operations."""
+    operations = backbone.operations
+    start = next(i for i, op in enumerate(operations) if op is backbone.layers[index])
+    after = {id(op) for op in operations[start:]}
+    crossing = [op.output for op in operations[:start]
+                if any(id(node.operation) in after for node in op._outbound_nodes)]
     if not crossing:
         raise ValueError(f"Nothing crosses layer {index} of {backbone.name}; is it a functional model?")
     return crossing

@@ -33,7 +33,7 @@ from transferkit.training import distribute
 from transferkit.models.augment import PRESETS
 from transferkit.models.augment import augmentation as make_augmentation
 from transferkit.models import defaults
-from transferkit.models.backbones import get_backbone, get_backbone_spec
+from transferkit.models.backbones import BackboneSpec, get_backbone, get_backbone_spec
 from transferkit.training.callbacks import ShowFullModel, ValidateOnAverage, cosine_schedule
 from transferkit.training.checkpoint import RunCheckpoint
 from transferkit.data.fingerprint import file_list_of
@@ -133,8 +133,10 @@ class TwoPhaseTrainer:
     change) unless ``freeze_batchnorm=False``.
 
     Args:
-        backbone: registered backbone name (see `list_backbones`).
-        weights: ``"imagenet"``, ``None`` or a weights file path.
+        backbone: registered backbone name (see `list_backbones`), a `BackboneSpec`, or your own Keras
+            model (image in, feature map out; see `backbone_from_model`), which is copied, never changed.
+        weights: ``"imagenet"``, ``None`` or a weights file path. For your own model: ``"imagenet"`` (the
+            default) keeps the weights it came with, ``None`` initialises it afresh.
         head: a `ClassifierHead`, or a dict of its arguments; ``num_classes`` comes from the data.
         augmentation: a preset name, a dict (``{"preset": ..., **overrides}``), a Keras layer, or None.
         unfreeze_from: backbone layer index, block name (``"block_11"``: its first layer) or layer name;
@@ -198,7 +200,7 @@ class TwoPhaseTrainer:
 
     def __init__(
         self,
-        backbone: str = defaults.BACKBONE,
+        backbone: str | BackboneSpec | keras.Model = defaults.BACKBONE,
         weights: str | os.PathLike | None = defaults.WEIGHTS,
         head: ClassifierHead | dict | None = None,
         augmentation: str | dict | keras.layers.Layer | None = defaults.AUGMENTATION,
@@ -238,7 +240,8 @@ class TwoPhaseTrainer:
         if isinstance(augmentation, str) and augmentation not in PRESETS:
             raise ValueError(f"augmentation={augmentation!r}: choose one of {', '.join(PRESETS)}, a dict, "
                              "a Keras layer, or None.")
-        self.backbone = backbone
+        self.backbone = self.spec.name  # in messages and model names; get_config says what was given
+        self._backbone_given = backbone
         self.weights = None if weights is None else str(weights)
         self.augmentation = augmentation
         self.image_size = None if image_size is None else tuple(image_size)
@@ -277,6 +280,10 @@ class TwoPhaseTrainer:
         True
         """
         config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            raise ValueError(f"This config describes a trainer around an unregistered backbone "
+                             f"({config['backbone']['name']!r}); its network is not in the config: pass it again, "
+                             "TwoPhaseTrainer(backbone=model or spec, ...), or register it (register_backbone).")
         augmentation = config.get("augmentation")
         if isinstance(augmentation, dict) and "class_name" in augmentation and "config" in augmentation:
             config["augmentation"] = keras.saving.deserialize_keras_object(augmentation)
@@ -288,7 +295,7 @@ class TwoPhaseTrainer:
         if isinstance(augmentation, keras.layers.Layer):
             augmentation = keras.saving.serialize_keras_object(augmentation)
         return {
-            "backbone": self.backbone,
+            "backbone": self._backbone_config(),
             "weights": self.weights,
             "head": self.head.get_config(),
             "augmentation": augmentation,
@@ -300,6 +307,14 @@ class TwoPhaseTrainer:
             "augmentation_seed": self.augmentation_seed,
             "mixed_precision": self.mixed_precision,
         }
+
+    def _backbone_config(self):
+        """A registered backbone by name; another one as what identifies it (`from_config` cannot
+        rebuild it: the network and its weights are not in the config)."""
+        if isinstance(self._backbone_given, str) or not self.spec.digest:  # registered
+            return self.spec.name
+        return {"name": self.spec.name, "digest": self.spec.digest, "preprocessing": self.spec.preprocessing,
+                "block_pattern": self.spec.block_pattern}
 
     # -- model --------------------------------------------------------------------------------
 
@@ -357,7 +372,7 @@ class TwoPhaseTrainer:
         inputs = keras.Input((*image_size, 3), name="image")
         preprocessing = self.spec.preprocessing_layer()
         self.backbone_model = get_backbone(
-            self.backbone, input_shape=(*image_size, 3), weights=self.weights, **self.backbone_options
+            self.spec, input_shape=(*image_size, 3), weights=self.weights, **self.backbone_options
         )
 
         def features(x):
@@ -381,7 +396,7 @@ class TwoPhaseTrainer:
         image_size = tuple(int(s) for s in image_size)
         saved = self.backbone_model
         try:
-            self.backbone_model = get_backbone(self.backbone, input_shape=(*image_size, 3), weights=None,
+            self.backbone_model = get_backbone(self.spec, input_shape=(*image_size, 3), weights=None,
                                                **self.backbone_options)
             return self.unfreeze_index()
         finally:
@@ -566,7 +581,7 @@ class TwoPhaseTrainer:
             also_cuts=[self.unfreeze_index(point) for point in self.cache_unfreeze_points],
             augmentation_seed=self._augmentation_seed, shuffle_seed=self.seed,
             augmentation_config=self.get_config()["augmentation"], verbose=0 if verbose == 0 else 1,
-            identity={"backbone": self.backbone, "backbone_options": self.backbone_options, "weights": self.weights,
+            identity={"backbone": self._backbone_config(), "backbone_options": self.backbone_options, "weights": self.weights,
                       "precision": self.precision_policy},
             distribution=self.distribution)
 

@@ -59,7 +59,7 @@ import numpy as np
 from transferkit._internal.files import write_atomically
 from transferkit._internal.memory import rss_mb
 from transferkit.data.fingerprint import file_list_of
-from transferkit.models.backbones import get_backbone, get_backbone_spec
+from transferkit.models.backbones import BackboneSpec, get_backbone, get_backbone_spec
 from transferkit.training.checkpoint import differences
 from transferkit.training.trainer import TwoPhaseTrainer
 from transferkit.tuning import defaults
@@ -149,6 +149,10 @@ class TwoPhaseHyperModel(kt.HyperModel):
                              f"{', '.join(sorted(options))}.")
         if isinstance(trainer, TwoPhaseTrainer):
             trainer = trainer.get_config()
+        if isinstance((trainer or options).get("backbone"), (dict, keras.Model, BackboneSpec)):
+            raise ValueError("A search builds its trials from settings, in processes of their own: give it a "
+                             "registered backbone by name. To search over your own network, register it "
+                             "(register_backbone, at the top level of a module the trials import).")
         #: The base trainer's config; each trial replaces only what it searches.
         self.base = TwoPhaseTrainer.from_config(trainer).get_config() if trainer else TwoPhaseTrainer(
             **options).get_config()
