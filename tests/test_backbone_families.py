@@ -179,3 +179,26 @@ def test_a_search_asks_for_a_registered_backbone():
 
     with pytest.raises(ValueError, match="register it"):
         TwoPhaseHyperModel(["a", "b"], (32, 32), trainer=TwoPhaseTrainer(backbone=_own_model()))
+
+
+def test_the_command_line_trains_on_a_keras_file_of_your_model(tmp_path, capsys):
+    from conftest import make_tree
+
+    from transferkit.cli import main
+
+    root = make_tree(tmp_path / "pets", {"cats": 10, "dogs": 10})
+    path = tmp_path / "mine.keras"
+    _own_model().save(path)
+    before = path.read_bytes()
+    assert main(["train", str(root), "--output", str(tmp_path / "run"), "--backbone", str(path), "--image-size", "32",
+                 "--batch-size", "8", "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "stage3_conv",
+                 "--seed", "1"]) == 0
+    assert load_model(tmp_path / "run" / "model.keras").predict(np.zeros((1, 32, 32, 3), "uint8")).shape == (1, 2)
+    assert path.read_bytes() == before
+    keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35).save(tmp_path / "top.keras")
+    capsys.readouterr()
+    assert main(["train", str(root), "--output", str(tmp_path / "run2"), "--backbone", str(tmp_path / "top.keras"),
+                 "--image-size", "32"]) == 2
+    assert "ends in a classifier top" in capsys.readouterr().err
+    assert main(["tune", str(root), "--output", str(tmp_path / "search"), "--backbone", str(path)]) == 2
+    assert "registered backbone" in capsys.readouterr().err

@@ -139,7 +139,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
     from transferkit.models import defaults
 
-    p.add_argument("--backbone", default=defaults.BACKBONE, help="registered backbone (see: transferkit backbones)")
+    p.add_argument("--backbone", default=defaults.BACKBONE,
+                   help="registered backbone (see: transferkit backbones), or a .keras file of your own feature "
+                        "extractor (image in, feature map out)")
     p.add_argument("--weights", type=weights_option, default=defaults.WEIGHTS,
                    help="'imagenet' (Keras cache/download), 'none', or a weights file path")
     p.add_argument("--backbone-option", type=key_value_option, action="append", default=[], metavar="KEY=VALUE",
@@ -237,11 +239,28 @@ def check_training_options(args) -> None:
         raise UsageError(f"--weights {weights}: no such file; give a weights file, 'imagenet' or 'none'.")
 
 
-def check_backbone(args) -> None:
-    """``--backbone`` is registered (the registry needs Keras: checked after `check_training_options`,
-    before anything is decoded)."""
+def check_backbone(args, model_files: bool = True) -> None:
+    """``--backbone`` is registered, or (with ``model_files``) a ``.keras`` file of a model that can serve
+    as one, which then replaces the path in ``args`` (the registry needs Keras: checked after
+    `check_training_options`, before anything is decoded)."""
     from transferkit import get_backbone_spec, list_backbones
 
+    if str(args.backbone).endswith(".keras"):
+        if not model_files:
+            raise UsageError(f"--backbone {args.backbone}: a search builds its trials from a registered backbone; "
+                             "register your model (register_backbone) to search over it.")
+        path = Path(args.backbone).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--backbone {args.backbone}: no such file; give a registered name or a .keras model.")
+        import keras
+
+        try:
+            model = keras.saving.load_model(path, compile=False)
+            get_backbone_spec(model)
+        except (ValueError, TypeError, OSError) as exc:
+            raise UsageError(f"--backbone {path}: {exc}") from None
+        args.backbone = model
+        return
     try:
         get_backbone_spec(args.backbone)
     except KeyError:

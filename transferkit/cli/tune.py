@@ -52,7 +52,7 @@ def check(args) -> None:
 def run(args) -> int:
     from transferkit.tuning import tune
 
-    check_backbone(args)
+    check_backbone(args, model_files=False)
     data = load_data(args)
     output = args.output or str(Path(args.directory) / f"{args.project_name}-results")
     result = tune(
