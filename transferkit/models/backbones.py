@@ -49,7 +49,9 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but could not be downloaded or read."""
 
 
-def _preprocessing_layer(mode: str) -> keras.layers.Layer | None:
+def _preprocessing_layer(mode) -> keras.layers.Layer | None:
+    if isinstance(mode, dict):  # a keras-hub image converter's: pixels * scale + offset, per channel or not
+        return keras.layers.Rescaling(mode.get("scale", 1.0), offset=mode.get("offset", 0.0), name="preprocessing")
     if mode == "tf":  # [-1, 1], as keras.applications' "tf" preprocess_input
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")
     if mode == "torch":  # ImageNet mean/std on [0, 1]
@@ -70,8 +72,9 @@ class BackboneSpec:
         build: ``build(input_shape, weights, **options) -> keras.Model``, the network without its
             classifier top; ``weights`` is ``"imagenet"``, ``None`` or a file path.
         default_image_size: (height, width) the pretrained weights were trained at.
-        preprocessing: ``"tf"`` (scale 0-255 to [-1, 1]), ``"torch"`` (ImageNet mean/std) or
-            ``"none"`` (the network does its own).
+        preprocessing: ``"tf"`` (scale 0-255 to [-1, 1]), ``"torch"`` (ImageNet mean/std),
+            ``"none"`` (the network does its own), or ``{"scale": ..., "offset": ...}`` (0-255 pixels
+            times scale plus offset, each a number or one per channel: a keras-hub preset's).
         block_pattern: regular expression whose first group names a layer's block; the blocks are
             the unfreeze points offered besides plain layer indices.
         weights_hint: file name Keras caches the ImageNet weights under, for error messages; or a
@@ -85,7 +88,7 @@ class BackboneSpec:
     name: str
     build: Callable[..., keras.Model]
     default_image_size: tuple[int, int] = (224, 224)
-    preprocessing: str = "tf"
+    preprocessing: str | dict = "tf"
     block_pattern: str | None = None
     description: str = ""
     weights_hint: str | Callable[[tuple, dict], str] = ""
@@ -195,6 +198,10 @@ def get_backbone_spec(name: str | BackboneSpec | keras.Model) -> BackboneSpec:
         return backbone_from_model(name)
     if not isinstance(name, str):
         _check_feature_extractor(name)  # names what to give instead
+    from transferkit.models import hub
+
+    if hub.is_preset(name):
+        return hub.preset_backbone(name)
     _load_plugins()
     if name not in _REGISTRY:
         raise KeyError(f"Unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}.")
@@ -235,6 +242,8 @@ def get_backbone(
     if weights == "imagenet":
         try:
             return spec.build(tuple(input_shape), "imagenet", **options)
+        except WeightsUnavailableError:
+            raise
         except Exception as exc:
             if not _is_download_failure(exc):
                 raise
@@ -279,22 +288,29 @@ def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", bloc
     def build(input_shape, weights_arg, **options):
         if options:
             raise TypeError(f"backbone_options {sorted(options)} do not apply to a model given as the backbone.")
-        if any(f is not None and f != s for f, s in zip(fixed, input_shape)):
-            raise ValueError(f"The backbone model {model.name!r} takes images of shape {fixed}, the data gives "
-                             f"{tuple(input_shape)}: give the data that size (image_size=...) or build the model "
-                             "with keras.Input((None, None, 3)).")
-        copy = keras.models.clone_model(model, input_tensors=keras.Input(tuple(input_shape)))
-        if weights_arg == "imagenet":  # the trainer's default: here, the weights the model came with
-            copy.set_weights(weights)
-        elif weights_arg is not None:
-            copy.load_weights(weights_arg)
-        return copy
+        return copy_model(model, input_shape, weights if weights_arg == "imagenet" else weights_arg)
 
     blocks = f"blocks {block_pattern!r}" if block_pattern else "no blocks"
     return BackboneSpec(name=model.name, build=build, default_image_size=(fixed[0] or 224, fixed[1] or 224),
                         preprocessing=preprocessing, block_pattern=block_pattern, default_unfreeze=default_unfreeze,
                         description=f"your model {model.name!r} ({len(model.layers)} layers, {blocks})",
                         digest=digest.hexdigest()[:16])
+
+
+def copy_model(model: keras.Model, input_shape: tuple, weights) -> keras.Model:
+    """A functional copy of ``model`` on ``input_shape`` with ``weights``: a list of arrays, a weights file,
+    or None (a fresh initialisation)."""
+    fixed = tuple(model.inputs[0].shape[1:])
+    if any(f is not None and f != s for f, s in zip(fixed, input_shape)):
+        raise ValueError(f"The backbone model {model.name!r} takes images of shape {fixed}, the data gives "
+                         f"{tuple(input_shape)}: give the data that size (image_size=...) or build the model "
+                         "with keras.Input((None, None, 3)).")
+    copy = keras.models.clone_model(model, input_tensors=keras.Input(tuple(input_shape)))
+    if isinstance(weights, list):
+        copy.set_weights(weights)
+    elif weights is not None:
+        copy.load_weights(weights)
+    return copy
 
 
 def _check_feature_extractor(model) -> None:
@@ -325,6 +341,10 @@ def _check_feature_extractor(model) -> None:
                          f"{shape_out}). Give the network without it (include_top=False for keras.applications, or "
                          "keras.Model(model.input, model.get_layer(NAME).output) at its last feature map): "
                          "transferkit adds its own head.")
+    if len(shape_out) == 3:
+        raise ValueError(f"The backbone model {model.name!r} gives tokens, shape {shape_out}, not a feature map "
+                         "(batch, height, width, channels): transformer backbones (ViT, DINOv2) are not supported "
+                         "as backbones yet.")
     raise ValueError(f"The backbone model {model.name!r} gives outputs of shape {shape_out}, not a feature map "
                      "(batch, height, width, channels). Give the network up to its last feature map, without global "
                      "pooling (pooling=None for keras.applications): the head pools it.")

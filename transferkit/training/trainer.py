@@ -22,9 +22,11 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -382,10 +384,11 @@ class TwoPhaseTrainer:
 
         augment = self._augmentation_layer()
         logits = head(features(augment(inputs) if augment is not None else inputs))
-        self.model = keras.Model(inputs, logits, name=f"{self.backbone}_classifier")
+        name = re.sub(r"\W+", "_", Path(self.backbone.rstrip("/")).name) + "_classifier"  # a preset: its folder
+        self.model = keras.Model(inputs, logits, name=name)
         probabilities = ClassProbabilities(class_names, image_size, name="probabilities",
                                            dtype="float32")(head(features(inputs)))
-        self.classifier = Classifier(keras.Model(inputs, probabilities, name=f"{self.backbone}_classifier"))
+        self.classifier = Classifier(keras.Model(inputs, probabilities, name=name))
         self.parts = BuiltModel(self.model, self.classifier, self.backbone_model, head, preprocessing, augment)
         return self.model
 

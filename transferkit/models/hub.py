@@ -1,0 +1,135 @@
+"""keras-hub presets as backbones: ``backbone="keras_hub:<preset>"``, ``"hf://<owner>/<model>"``,
+``"kaggle://..."`` or the path of a local preset directory (what ``save_to_preset`` writes).
+
+The preset's image converter gives the preprocessing (its scale and offset on 0-255 pixels) and the
+default image size; the blocks offered as unfreeze points come from the network's layer names (its
+stages' blocks, ``stack2_block0`` in a ResNet). Image backbones whose output is a feature map
+``(batch, height, width, channels)`` serve: the CNN families (ResNet, EfficientNet, MobileNet, CSPNet,
+DenseNet, ...). Token outputs (ViT, DINOv2) are refused with a clear error for now.
+
+Needs the ``hub`` extra: ``pip install 'transferkit[hub]'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import keras
+
+from transferkit.models.backbones import BackboneSpec, WeightsUnavailableError, _check_feature_extractor, copy_model
+
+__all__ = ["is_preset", "preset_backbone", "BLOCK_PATTERNS"]
+
+PREFIX = "keras_hub:"
+REMOTE = ("hf://", "kaggle://", "modelscope://")
+
+#: Block names in keras-hub image backbones, tried in order; the one that finds most blocks is used.
+BLOCK_PATTERNS = (
+    r"^(stack\d+_block\d+)_",  # ResNet, CSPNet
+    r"^(block\d+[a-z])_",  # EfficientNet
+    r"^(stage_?\d+_block_?\d+)_",
+    r"^(stack\d+_block\d+)",
+    r"^((?:[a-z]+_)*?block_?\d+)_",  # MobileNet and the like: block0_..., inverted_residual_block_3_...
+)
+
+
+def is_preset(name: str) -> bool:
+    """Whether ``name`` names a keras-hub preset rather than a registered backbone."""
+    if name.startswith((PREFIX, *REMOTE)):
+        return True
+    path = Path(name).expanduser()
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _preset_handle(name: str) -> str:
+    return name[len(PREFIX):] if name.startswith(PREFIX) else name
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError as exc:
+        raise ImportError(f"keras-hub presets as backbones need keras-hub ({exc}): pip install 'transferkit[hub]'"
+                          ) from exc
+    return keras_hub
+
+
+def _caches() -> str:
+    kaggle = os.environ.get("KAGGLEHUB_CACHE", str(Path.home() / ".cache" / "kagglehub"))
+    hugging_face = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    return f"kagglehub's cache ({kaggle}) and Hugging Face's ({hugging_face})"
+
+
+def _load(name: str, what: str, loader):
+    try:
+        return loader(_preset_handle(name))
+    except ImportError:
+        raise
+    except Exception as exc:
+        local = Path(name).expanduser().is_dir()
+        where = (f"the preset directory {name} could not be read" if local else
+                 f"it was neither in {_caches()} nor downloadable")
+        raise WeightsUnavailableError(
+            f"Could not load the {what} of keras-hub preset {name!r}: {where} ({type(exc).__name__}: {exc}). Offline, "
+            "give the path of a local preset directory (keras_hub's save_to_preset writes one).") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _network(name: str, load_weights: bool) -> keras.Model:
+    keras_hub = _keras_hub()
+    return _load(name, "network", lambda handle: keras_hub.models.Backbone.from_preset(handle,
+                                                                                      load_weights=load_weights))
+
+
+def _preprocessing(name: str) -> tuple[dict | str, tuple[int, int] | None]:
+    """The preset's image converter as a preprocessing spec, and its image size (None, None without one)."""
+    keras_hub = _keras_hub()
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(_preset_handle(name))
+    except Exception:  # a preset without an image converter: the network gets 0-255 pixels
+        return "none", None
+    scale, offset = converter.scale, converter.offset
+    as_list = (lambda v: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v))
+    preprocessing = "none" if scale is None and offset is None else {
+        "scale": 1.0 if scale is None else as_list(scale), "offset": 0.0 if offset is None else as_list(offset)}
+    size = tuple(int(s) for s in converter.image_size) if converter.image_size else None
+    return preprocessing, size
+
+
+def block_pattern_of(model: keras.Model) -> str | None:
+    """The first of `BLOCK_PATTERNS` that finds the most blocks (at least two) in ``model``'s layer names."""
+    best, count = None, 1
+    for pattern in BLOCK_PATTERNS:
+        compiled = re.compile(pattern)
+        found = {m.group(1) for layer in model.layers if (m := compiled.match(layer.name))}
+        if len(found) > count:
+            best, count = pattern, len(found)
+    return best
+
+
+@functools.lru_cache(maxsize=16)
+def preset_backbone(name: str) -> BackboneSpec:
+    """The `BackboneSpec` of keras-hub preset ``name`` (its configuration is read, not its weights).
+
+    ``weights="imagenet"`` gives the preset's own weights, ``None`` a fresh initialisation, a path those
+    weights."""
+    network = _network(name, False)
+    try:
+        _check_feature_extractor(network)
+    except ValueError as exc:
+        raise ValueError(f"keras-hub preset {name!r} cannot be a backbone yet: {exc}") from None
+    preprocessing, size = _preprocessing(name)
+
+    def build(input_shape, weights, **options):
+        if options:
+            raise TypeError(f"backbone_options {sorted(options)} do not apply to a keras-hub preset.")
+        source = _network(name, weights == "imagenet")
+        own = [w for w in source.get_weights()] if weights == "imagenet" else weights
+        return copy_model(source, input_shape, own)
+
+    return BackboneSpec(name=name, build=build, default_image_size=size or (224, 224), preprocessing=preprocessing,
+                        block_pattern=block_pattern_of(network),
+                        description=f"keras-hub preset ({type(network).__name__}, {len(network.layers)} layers)")
