@@ -78,13 +78,15 @@ def train_time(name: str, size: int | None, data_dir: Path) -> dict:
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| backbone | size | parameters | layers | unfreeze (auto) | images/s (CPU, inference) "
-             "| cached per image | default 10 + 10 run |", "|" + "---|" * 8]
+    """A Markdown table, one row per backbone; the run-time column only where ``--train`` measured it."""
+    trained = any(r.get("train_s") for r in records)
+    lines = ["| backbone | size | parameters | layers | unfreeze (auto) | images/s (CPU, inference) | cached per image |"
+             + (" default 10 + 10 run |" if trained else ""), "|" + "---|" * (8 if trained else 7)]
     for r in records:
-        run = f"{r['train_s'] / 60:.1f} min" if r.get("train_s") else "–"
+        run = (f" {r['train_s'] / 60:.1f} min |" if r.get("train_s") else " – |") if trained else ""
         lines.append(f"| `{r['name']}` | {r['image_size'][0]} px | {r['parameters'] / 1e6:.1f} M | {r['layers']} | "
                      f"`{r['default_unfreeze']}` (layer {r['unfreeze_index']}) | {r['images_per_s']:.0f} | "
-                     f"{r['cached_kib_per_image']:.0f} KiB | {run} |")
+                     f"{r['cached_kib_per_image']:.0f} KiB |" + run)
     return "\n".join(lines)
 
 

@@ -2,7 +2,9 @@
 
 Registered backbones, with the image size their ImageNet weights were trained at, where fine-tuning
 starts by default, and their preprocessing. transferkit trains every backbone at --image-size
-(default 192x192), whatever size its weights were trained at.
+(default 192x192), whatever size its weights were trained at. Besides these, --backbone takes a
+keras-hub image preset (keras_hub:NAME, hf://OWNER/MODEL, or a preset directory; the hub extra) and
+a .keras file of your own feature extractor.
 """
 
 from __future__ import annotations
@@ -36,5 +38,6 @@ def run(args) -> int:
         unfreeze = "top third" if spec.default_unfreeze is None else str(spec.default_unfreeze)
         print(f"{name:<{width}}  {size:<13}  {unfreeze:<9}  {spec.preprocessing:<13}  {spec.description}")
     size = "x".join(map(str, data_defaults()["image_size"]))
-    print(f"\ntrain and tune use --image-size (default {size}) for every backbone.")
+    print(f"\ntrain and tune use --image-size (default {size}) for every backbone. --backbone also takes a keras-hub "
+          "preset (keras_hub:NAME, hf://OWNER/MODEL, a preset directory) or a .keras file of your own model.")
     return 0
