@@ -45,6 +45,7 @@ def test_a_preset_directory_is_a_backbone_with_its_converter_size_and_blocks(res
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.families
 def test_a_preset_trains_both_ways_and_round_trips(resnet_preset, tiny_data, tmp_path):
     folder, _ = resnet_preset
     for cache_features in (True, False):

@@ -15,6 +15,7 @@ entry point names a `BackboneSpec`, or a module whose import calls `register_bac
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -27,6 +28,8 @@ from typing import Callable
 
 import keras
 import numpy as np
+
+from transferkit.models._errors import WeightsUnavailableError
 
 __all__ = [
     "BackboneSpec",
@@ -43,10 +46,6 @@ ENTRY_POINT_GROUP = "transferkit.backbones"
 
 _REGISTRY: dict[str, "BackboneSpec"] = {}
 _plugins_loaded = False
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but could not be downloaded or read."""
 
 
 def _preprocessing_layer(mode) -> keras.layers.Layer | None:
@@ -201,7 +200,7 @@ def get_backbone_spec(name: str | BackboneSpec | keras.Model) -> BackboneSpec:
     from transferkit.models import hub
 
     if hub.is_preset(name):
-        return hub.preset_backbone(name)
+        return _preset_backbone(name)
     _load_plugins()
     if name not in _REGISTRY:
         raise KeyError(f"Unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}.")
@@ -311,6 +310,31 @@ def copy_model(model: keras.Model, input_shape: tuple, weights) -> keras.Model:
     elif weights is not None:
         copy.load_weights(weights)
     return copy
+
+
+@functools.lru_cache(maxsize=16)
+def _preset_backbone(name: str) -> BackboneSpec:
+    """The `BackboneSpec` of keras-hub preset ``name`` (`transferkit.models.hub`; its configuration is read
+    here, its weights when a model is built). ``weights="imagenet"`` gives the preset's own weights, ``None``
+    a fresh initialisation, a path those weights."""
+    from transferkit.models import hub
+
+    network = hub.network(name, load_weights=False)
+    try:
+        _check_feature_extractor(network)
+    except ValueError as exc:
+        raise ValueError(f"keras-hub preset {name!r} cannot be a backbone yet: {exc}") from None
+    preprocessing, size = hub.preprocessing(name)
+
+    def build(input_shape, weights, **options):
+        if options:
+            raise TypeError(f"backbone_options {sorted(options)} do not apply to a keras-hub preset.")
+        source = hub.network(name, load_weights=weights == "imagenet")
+        return copy_model(source, input_shape, source.get_weights() if weights == "imagenet" else weights)
+
+    return BackboneSpec(name=name, build=build, default_image_size=size or (224, 224), preprocessing=preprocessing,
+                        block_pattern=hub.block_pattern_of(network),
+                        description=f"keras-hub preset ({type(network).__name__}, {len(network.layers)} layers)")
 
 
 def _check_feature_extractor(model) -> None:

@@ -1,4 +1,4 @@
-"""keras-hub presets as backbones: ``backbone="keras_hub:<preset>"``, ``"hf://<owner>/<model>"``,
+"""Reading keras-hub presets, for `transferkit.models.backbones` to serve as backbones: ``backbone="keras_hub:<preset>"``, ``"hf://<owner>/<model>"``,
 ``"kaggle://..."`` or the path of a local preset directory (what ``save_to_preset`` writes).
 
 The preset's image converter gives the preprocessing (its scale and offset on 0-255 pixels) and the
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import keras
 
-from transferkit.models.backbones import BackboneSpec, WeightsUnavailableError, _check_feature_extractor, copy_model
+from transferkit.models._errors import WeightsUnavailableError
 
-__all__ = ["is_preset", "preset_backbone", "BLOCK_PATTERNS"]
+__all__ = ["is_preset", "network", "preprocessing", "block_pattern_of", "BLOCK_PATTERNS"]
 
 PREFIX = "keras_hub:"
 REMOTE = ("hf://", "kaggle://", "modelscope://")
@@ -78,13 +78,14 @@ def _load(name: str, what: str, loader):
 
 
 @functools.lru_cache(maxsize=16)
-def _network(name: str, load_weights: bool) -> keras.Model:
+def network(name: str, load_weights: bool) -> keras.Model:
+    """The preset's backbone network (with its weights or without), loaded once per process."""
     keras_hub = _keras_hub()
     return _load(name, "network", lambda handle: keras_hub.models.Backbone.from_preset(handle,
                                                                                       load_weights=load_weights))
 
 
-def _preprocessing(name: str) -> tuple[dict | str, tuple[int, int] | None]:
+def preprocessing(name: str) -> tuple[dict | str, tuple[int, int] | None]:
     """The preset's image converter as a preprocessing spec, and its image size (None, None without one)."""
     keras_hub = _keras_hub()
     try:
@@ -108,28 +109,3 @@ def block_pattern_of(model: keras.Model) -> str | None:
         if len(found) > count:
             best, count = pattern, len(found)
     return best
-
-
-@functools.lru_cache(maxsize=16)
-def preset_backbone(name: str) -> BackboneSpec:
-    """The `BackboneSpec` of keras-hub preset ``name`` (its configuration is read, not its weights).
-
-    ``weights="imagenet"`` gives the preset's own weights, ``None`` a fresh initialisation, a path those
-    weights."""
-    network = _network(name, False)
-    try:
-        _check_feature_extractor(network)
-    except ValueError as exc:
-        raise ValueError(f"keras-hub preset {name!r} cannot be a backbone yet: {exc}") from None
-    preprocessing, size = _preprocessing(name)
-
-    def build(input_shape, weights, **options):
-        if options:
-            raise TypeError(f"backbone_options {sorted(options)} do not apply to a keras-hub preset.")
-        source = _network(name, weights == "imagenet")
-        own = [w for w in source.get_weights()] if weights == "imagenet" else weights
-        return copy_model(source, input_shape, own)
-
-    return BackboneSpec(name=name, build=build, default_image_size=size or (224, 224), preprocessing=preprocessing,
-                        block_pattern=block_pattern_of(network),
-                        description=f"keras-hub preset ({type(network).__name__}, {len(network.layers)} layers)")
