@@ -17,12 +17,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/cats_vs_dogs.py --overwrite $(ARGS)
 
-# Three tiers run apart: `make test` (the everyday suite, ~20 min on 2 cores), `make test-slow` (the tiers
+# Three tiers run apart: `make test` (the everyday suite, ~13 min on 2 cores, in two workers), `make test-slow` (the tiers
 # that start processes: kill-and-resume, other backends, several devices and processes, searches in
-# worker processes; ~12 min) and `make test-docs` (every code block of docs/ and the README with the
-# real weights; ~12 min). CI runs all three.
+# worker processes, the backbone families; ~20 min) and `make test-docs` (every code block of docs/ and the
+# README with the real weights; ~15 min). CI runs all three.
+# `make test` runs its files in JOBS pytest-xdist workers (one file a worker at a time; JOBS=0: in one process).
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not docs and not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not docs and not slow" -n $(JOBS) --dist loadfile $(ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow and not docs" $(ARGS)

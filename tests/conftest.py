@@ -108,3 +108,13 @@ def trained(tiny_data):
     trainer = tiny_trainer(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2)
     result = trainer.fit(tiny_data, epochs=4, fine_tune_epochs=1, verbose=0)
     return trainer, result
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Captured output that holds undecodable file names (the bad-input tests make some) as backslash escapes,
+    so that pytest-xdist can send the report from its worker."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]

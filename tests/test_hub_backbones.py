@@ -100,3 +100,103 @@ def test_a_preset_exports_with_parity(resnet_preset, tiny_data, tmp_path, format
     parity = check_parity(classifier, export(classifier, tmp_path / f"m.{format}", format=format), tiny_data,
                           split="test", verbose=0)
     assert parity.agreement == 1.0 and parity.max_probability_difference < 1e-4
+
+
+@pytest.fixture(scope="module")
+def transformer_presets(tmp_path_factory):
+    """A small ViT (with its image converter) and a small DINOv2 (without one), as local preset directories."""
+    folder = tmp_path_factory.mktemp("hub_transformers")
+    vit = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=3, num_heads=2,
+                                       hidden_dim=16, mlp_dim=32)
+    vit.save_to_preset(str(folder / "vit"))
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 255).save_to_preset(str(folder / "vit"))
+    dino = keras_hub.models.DINOV2Backbone(patch_size=8, num_layers=3, hidden_dim=16, num_heads=2,
+                                           intermediate_dim=32, image_shape=(32, 32, 3),
+                                           position_embedding_shape=(32, 32, 3))
+    dino.save_to_preset(str(folder / "dino"))
+    return {"vit": (str(folder / "vit"), vit), "dino": (str(folder / "dino"), dino)}
+
+
+#: preset: its encoder blocks, the unfreeze point the tests use, and the layers from it on that hold weights.
+TRANSFORMERS = {
+    "vit": (["transformer_block_1", "transformer_block_2", "transformer_block_3"], "transformer_block_3",
+            {"transformer_block_3", "ln"}),
+    "dino": (["layers_0", "layers_1", "layers_2"], "layers_2", {"layers_2", "dinov2_backbone_layernorm"}),
+}
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_a_transformer_preset_has_its_encoder_blocks_and_a_cut_between_them_is_exact(transformer_presets, name):
+    from transferkit.training.features import split_backbone
+
+    folder, original = transformer_presets[name]
+    blocks, point, _ = TRANSFORMERS[name]
+    spec = get_backbone_spec(folder)
+    assert spec.default_image_size == (32, 32)
+    assert spec.preprocessing == ({"scale": pytest.approx(1 / 255), "offset": 0.0} if name == "vit" else "none")
+    model = get_backbone(folder, (32, 32, 3))
+    assert list(spec.blocks(model)) == blocks
+    assert model.layers[spec.blocks(model)[point]].name == point
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    tokens = np.asarray(original(x))  # (2, 17, 16): the class token and 16 patches
+    mapped = np.asarray(model(x))  # the mean token's map: what the head's average pooling averages
+    assert mapped.shape == (2, 1, 17, 16)
+    np.testing.assert_allclose(mapped[:, 0], tokens, rtol=1e-5, atol=1e-6)
+    frozen, top = split_backbone(model, spec.blocks(model)[point])
+    *crossing, whole = frozen(x)
+    np.testing.assert_allclose(np.asarray(top(crossing)), mapped, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(whole), mapped, rtol=1e-5, atol=1e-6)
+    first = np.asarray(get_backbone(folder, (32, 32, 3), token_pooling="cls")(x))
+    np.testing.assert_allclose(first[:, 0, 0], tokens[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def _trained_layers(backbone, variables) -> set:
+    names = {layer.name for layer in backbone.layers}
+    return {next(part for part in v.path.split("/") if part in names) for v in variables
+            if any(part in names for part in v.path.split("/"))}
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("cache_features", [True, pytest.param(False, marks=pytest.mark.families)])
+def test_a_transformer_preset_trains_exactly_its_blocks_from_the_unfreeze_point(transformer_presets, name,
+                                                                               cache_features, tiny_data, tmp_path):
+    from transferkit.training.callbacks import PhaseCallback
+
+    class TrainedInPhaseTwo(PhaseCallback):
+        phase, variables = 0, None
+
+        def on_phase_begin(self, phase, logs=None):
+            self.phase = phase
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.phase == 2 and self.variables is None:
+                self.variables = list(self.model.trainable_weights)
+
+    folder, _ = transformer_presets[name]
+    _, point, trains = TRANSFORMERS[name]
+    probe = TrainedInPhaseTwo()
+    trainer = TwoPhaseTrainer(backbone=folder, unfreeze_from=point, seed=0, cache_features=cache_features)
+    result = trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, verbose=0, callbacks=[probe])
+    assert _trained_layers(trainer.backbone_model, probe.variables) == trains
+    path = result.classifier.save(tmp_path / f"{name}.keras")
+    images = tiny_data.images("test")
+    np.testing.assert_allclose(load_model(path).predict(images), result.classifier.predict(images), atol=1e-6)
+
+
+def test_a_keras_hub_instance_is_a_backbone_with_its_blocks(transformer_presets, tiny_data):
+    _, vit = transformer_presets["vit"]
+    before = [np.array(w) for w in vit.get_weights()]
+    spec = get_backbone_spec(vit)
+    assert list(spec.blocks(get_backbone(spec, (32, 32, 3)))) == TRANSFORMERS["vit"][0]
+    trainer = TwoPhaseTrainer(backbone=vit, unfreeze_from="transformer_block_2", seed=0,
+                              backbone_options={"token_pooling": "cls"})
+    trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, verbose=0)
+    assert trainer.backbone_model.get_layer("tokens_as_map").pooling == "cls"
+    assert all(np.array_equal(a, b) for a, b in zip(before, vit.get_weights()))  # the user's network: untouched
+
+
+def test_token_pooling_is_checked(transformer_presets, resnet_preset):
+    with pytest.raises(ValueError, match=r"token_pooling='max': use one of 'mean', 'cls'"):
+        get_backbone(transformer_presets["vit"][0], (32, 32, 3), token_pooling="max")
+    with pytest.raises(TypeError, match=r"token_pooling='cls' applies to transformer backbones.*feature map"):
+        get_backbone(resnet_preset[0], (64, 64, 3), token_pooling="cls")

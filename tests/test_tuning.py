@@ -408,3 +408,37 @@ def test_a_keras_tuner_class_still_searches_for_one_release(tiny_data, tmp_path)
     with pytest.raises(ValueError, match="stop_below_median_after needs tuner= a name"), \
             pytest.warns(DeprecationWarning):
         tune(tiny_data, tmp_path / "b", tuner=kt.RandomSearch, max_trials=1, stop_below_median_after=1, **TINY)
+
+
+def test_a_search_over_backbones_tries_each_with_its_own_unfreeze_points(tiny_data, tmp_path):
+    """A space of exactly two trials, one per backbone: the random search must run both."""
+    one_value = dict(dropout_range=(0.2, 0.2), hidden_units=(0,), fine_tune_lr_factors=(0.1,),
+                     learning_rate_range=(1e-3, 1e-3))
+    result = tune(tiny_data, tmp_path, max_trials=3, verbose=0, isolate_trials=False, output=tmp_path / "out",
+                  backbones=["mobilenet_v2", "test_cnn"],
+                  unfreeze_points={"mobilenet_v2": ["block_16"], "test_cnn": ["block2"]}, **TINY, **one_value)
+    tried = sorted((t["hyperparameters"]["backbone"], sorted(k for k in t["hyperparameters"] if "unfreeze" in k))
+                   for t in result.trials)
+    assert tried == [("mobilenet_v2", ["unfreeze_from_mobilenet_v2"]), ("test_cnn", ["unfreeze_from_test_cnn"])]
+    # the feature cache is kept per backbone: each one's pooled features and its one cut
+    assert len(list((tmp_path / "transferkit" / "features").glob("features-*.done"))) == 4
+    best = result.trials[0]["hyperparameters"]
+    assert result.classifier.class_names == ["cats", "dogs"] and "backbone" in result.table()
+    trainer = result.tuner.hypermodel.trainer_for(result.tuner.get_best_hyperparameters(1)[0])
+    assert trainer.backbone == best["backbone"]
+    assert trainer.backbone_options == ({"alpha": 0.35} if best["backbone"] == "mobilenet_v2" else {})
+    assert (tmp_path / "out" / "tuning.png").stat().st_size > 0
+
+
+def test_a_search_over_backbones_checks_what_it_is_given():
+    with pytest.raises(KeyError, match="Unknown backbone 'no_such_net'"):
+        TwoPhaseHyperModel(["a", "b"], (32, 32), backbones=["mobilenet_v2", "no_such_net"], **TINY)
+    with pytest.raises(ValueError, match="unfreeze_points per backbone"):
+        TwoPhaseHyperModel(["a", "b"], (32, 32), backbones=["mobilenet_v2", "test_cnn"], unfreeze_points=["block2"],
+                           **TINY)
+    with pytest.raises(ValueError, match="is one backbone's file"):
+        TwoPhaseHyperModel(["a", "b"], (32, 32), backbones=["mobilenet_v2", "test_cnn"],
+                           **{**TINY, "weights": "mine.weights.h5"})
+    hypermodel = TwoPhaseHyperModel(["a", "b"], (32, 32), backbones=["mobilenet_v2", "test_cnn"], **TINY)
+    assert hypermodel.unfreeze_points["mobilenet_v2"] == [f"block_{i}" for i in range(9, 17)]
+    assert hypermodel.unfreeze_points["test_cnn"] == ["block2"]

@@ -301,21 +301,23 @@ def plot_tuning(trials: list[dict], score_name: str, path: os.PathLike | str) ->
         min(scored, key=lambda t: t["score"]) if scored else None)
     for ax, name in zip(axes, names):
         ax.axis("on")
-        values = [t["hyperparameters"].get(name) for t in scored]
-        scores = [t["score"] for t in scored]
+        having = [t for t in scored if name in t["hyperparameters"]]  # a backbone's unfreeze point: its trials
+        values = [t["hyperparameters"][name] for t in having]
+        scores = [t["score"] for t in having]
+        marked = best if best is not None and name in best["hyperparameters"] else None
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             ax.scatter(values, scores, alpha=0.7)
             if name == "learning_rate":
                 ax.set_xscale("log")
-            if best is not None:
-                ax.scatter([best["hyperparameters"][name]], [best["score"]], color="red", marker="*", s=150)
+            if marked is not None:
+                ax.scatter([marked["hyperparameters"][name]], [marked["score"]], color="red", marker="*", s=150)
         else:
             categories = sorted({str(v) for v in values}, key=lambda s: (len(s), s))
             positions = [categories.index(str(v)) for v in values]
             ax.scatter(positions, scores, alpha=0.7)
             ax.set_xticks(range(len(categories)), categories, rotation=45, ha="right")
-            if best is not None:
-                ax.scatter([categories.index(str(best["hyperparameters"][name]))], [best["score"]],
+            if marked is not None:
+                ax.scatter([categories.index(str(marked["hyperparameters"][name]))], [marked["score"]],
                            color="red", marker="*", s=150)
         ax.set_xlabel(name)
         ax.set_ylabel(score_name)

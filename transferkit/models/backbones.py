@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from transferkit.models._errors import WeightsUnavailableError
+from transferkit.models.tokens import TokensAsMap
 
 __all__ = [
     "BackboneSpec",
@@ -260,7 +261,9 @@ def get_backbone(
 
 def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", block_pattern: str | None = None,
                         default_unfreeze: int | str | None = None) -> BackboneSpec:
-    """Your own Keras model as a backbone: an image in, a feature map ``(batch, height, width, channels)`` out.
+    """Your own Keras model as a backbone: an image in, a feature map ``(batch, height, width, channels)`` out,
+    or a transformer's tokens ``(batch, tokens, dim)`` (pooled as ``backbone_options={"token_pooling": ...}``
+    says: ``"mean"``, the default, or ``"cls"``, the first token).
 
     The trainer builds a copy of ``model`` for every model it makes (the network's architecture, with the
     weights ``model`` holds now), so training never changes ``model`` itself. ``preprocessing`` says what
@@ -275,8 +278,12 @@ def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", bloc
     >>> spec.name, spec.blocks(get_backbone(spec, weights=None))
     ('mine', {'stage1': 2, 'stage2': 3})
     """
+    from transferkit.models import hub
+
     _check_feature_extractor(model)
     _preprocessing_layer(preprocessing)
+    if block_pattern is None and hub.unrolls(model):  # a keras-hub ViT or DINOv2: its encoder blocks
+        block_pattern = hub.block_pattern_of(hub.unrolled(model))
     weights = [np.array(w) for w in model.get_weights()]  # as they are now, whatever happens to model later
     config = keras.saving.serialize_keras_object(model)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
@@ -284,10 +291,10 @@ def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", bloc
         digest.update(np.ascontiguousarray(w).tobytes())
     fixed = tuple(model.inputs[0].shape[1:])
 
-    def build(input_shape, weights_arg, **options):
+    def build(input_shape, weights_arg, token_pooling=None, **options):
         if options:
             raise TypeError(f"backbone_options {sorted(options)} do not apply to a model given as the backbone.")
-        return copy_model(model, input_shape, weights if weights_arg == "imagenet" else weights_arg)
+        return copy_model(model, input_shape, weights if weights_arg == "imagenet" else weights_arg, token_pooling)
 
     blocks = f"blocks {block_pattern!r}" if block_pattern else "no blocks"
     return BackboneSpec(name=model.name, build=build, default_image_size=(fixed[0] or 224, fixed[1] or 224),
@@ -296,19 +303,34 @@ def backbone_from_model(model: keras.Model, *, preprocessing: str = "none", bloc
                         digest=digest.hexdigest()[:16])
 
 
-def copy_model(model: keras.Model, input_shape: tuple, weights) -> keras.Model:
+def copy_model(model: keras.Model, input_shape: tuple, weights, token_pooling: str | None = None) -> keras.Model:
     """A functional copy of ``model`` on ``input_shape`` with ``weights``: a list of arrays, a weights file,
-    or None (a fresh initialisation)."""
+    or None (a fresh initialisation). A transformer's tokens come out as a map (`TokensAsMap`, pooled as
+    ``token_pooling`` says: ``"mean"``, the default, or ``"cls"``)."""
+    from transferkit.models import hub
+
     fixed = tuple(model.inputs[0].shape[1:])
     if any(f is not None and f != s for f, s in zip(fixed, input_shape)):
         raise ValueError(f"The backbone model {model.name!r} takes images of shape {fixed}, the data gives "
                          f"{tuple(input_shape)}: give the data that size (image_size=...) or build the model "
                          "with keras.Input((None, None, 3)).")
-    copy = keras.models.clone_model(model, input_tensors=keras.Input(tuple(input_shape)))
-    if isinstance(weights, list):
-        copy.set_weights(weights)
-    elif weights is not None:
+    if hub.unrolls(model):  # a new instance from its own config: its inner layers' configs do not rebuild them
+        fresh = type(model).from_config(model.get_config())
+        if isinstance(weights, list):
+            fresh.set_weights(weights)
+        copy = hub.unrolled(fresh)
+    else:
+        copy = keras.models.clone_model(model, input_tensors=keras.Input(tuple(input_shape)))
+        if isinstance(weights, list):
+            copy.set_weights(weights)
+    if weights is not None and not isinstance(weights, list):
         copy.load_weights(weights)
+    if len(copy.outputs[0].shape) == 3:
+        pooled = TokensAsMap(token_pooling or "mean", name="tokens_as_map")(copy.outputs[0])
+        copy = keras.Model(copy.inputs[0], pooled, name=copy.name)
+    elif token_pooling is not None:
+        raise TypeError(f"token_pooling={token_pooling!r} applies to transformer backbones, whose output is tokens; "
+                        f"{model.name!r} gives a feature map.")
     return copy
 
 
@@ -325,16 +347,21 @@ def _preset_backbone(name: str) -> BackboneSpec:
     except ValueError as exc:
         raise ValueError(f"keras-hub preset {name!r} cannot be a backbone yet: {exc}") from None
     preprocessing, size = hub.preprocessing(name)
+    fixed = tuple(network.inputs[0].shape[1:3])
+    size = size or (fixed if None not in fixed else None)  # a ViT's input size is part of its architecture
 
-    def build(input_shape, weights, **options):
+    def build(input_shape, weights, token_pooling=None, **options):
         if options:
-            raise TypeError(f"backbone_options {sorted(options)} do not apply to a keras-hub preset.")
+            raise TypeError(f"backbone_options {sorted(options)} do not apply to a keras-hub preset (it takes "
+                            "token_pooling, for transformers).")
         source = hub.network(name, load_weights=weights == "imagenet")
-        return copy_model(source, input_shape, source.get_weights() if weights == "imagenet" else weights)
+        return copy_model(source, input_shape, source.get_weights() if weights == "imagenet" else weights,
+                          token_pooling)
 
+    laid_out = hub.unrolled(network)
     return BackboneSpec(name=name, build=build, default_image_size=size or (224, 224), preprocessing=preprocessing,
-                        block_pattern=hub.block_pattern_of(network),
-                        description=f"keras-hub preset ({type(network).__name__}, {len(network.layers)} layers)")
+                        block_pattern=hub.block_pattern_of(laid_out),
+                        description=f"keras-hub preset ({type(network).__name__}, {len(laid_out.layers)} layers)")
 
 
 def _check_feature_extractor(model) -> None:
@@ -365,10 +392,8 @@ def _check_feature_extractor(model) -> None:
                          f"{shape_out}). Give the network without it (include_top=False for keras.applications, or "
                          "keras.Model(model.input, model.get_layer(NAME).output) at its last feature map): "
                          "transferkit adds its own head.")
-    if len(shape_out) == 3:
-        raise ValueError(f"The backbone model {model.name!r} gives tokens, shape {shape_out}, not a feature map "
-                         "(batch, height, width, channels): transformer backbones (ViT, DINOv2) are not supported "
-                         "as backbones yet.")
+    if len(shape_out) == 3:  # a transformer's tokens: copy_model lays them out as a map
+        return
     raise ValueError(f"The backbone model {model.name!r} gives outputs of shape {shape_out}, not a feature map "
                      "(batch, height, width, channels). Give the network up to its last feature map, without global "
                      "pooling (pooling=None for keras.applications): the head pools it.")

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from transferkit.models import tokens  # noqa: F401  (registers TokensAsMap, a transformer backbone's layer)
 from transferkit.models.head import ClassProbabilities
 from transferkit.models.inference import Predictor
 
@@ -85,8 +86,22 @@ def load_model(path: os.PathLike | str) -> Classifier:
     No Python code is unpickled: only Keras layers registered by Keras and transferkit are rebuilt.
     """
     path = model_file(path)
+    _register_layers_of(path)
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
     return Classifier(model)
+
+
+def _register_layers_of(path: Path) -> None:
+    """Import the transferkit layers that need keras-hub (an unrolled ViT's) when the saved model has one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return  # Keras says what is wrong with the file
+    if "transferkit>ViTPatchEmbedding" in config or "transferkit>ViTBlock" in config:
+        import transferkit.models.hub_layers  # noqa: F401
 
 
 def model_file(path: os.PathLike | str) -> Path:

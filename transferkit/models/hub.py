@@ -3,9 +3,11 @@
 
 The preset's image converter gives the preprocessing (its scale and offset on 0-255 pixels) and the
 default image size; the blocks offered as unfreeze points come from the network's layer names (its
-stages' blocks, ``stack2_block0`` in a ResNet). Image backbones whose output is a feature map
-``(batch, height, width, channels)`` serve: the CNN families (ResNet, EfficientNet, MobileNet, CSPNet,
-DenseNet, ...). Token outputs (ViT, DINOv2) are refused with a clear error for now.
+stages' blocks, ``stack2_block0`` in a ResNet; a transformer's encoder blocks, ``transformer_block_9`` in a
+ViT, ``layers_9`` in a DINOv2). The CNN families (ResNet, EfficientNet, MobileNet, CSPNet, DenseNet, ...)
+give a feature map; ViT and DINOv2 give tokens, which the head pools (`transferkit.models.tokens`).
+ViT and DINOv2 keep all their encoder blocks inside one layer; `unrolled` lays them out as layers of
+their own, so that each block is an unfreeze point and the fast path can cut between them.
 
 Needs the ``hub`` extra: ``pip install 'transferkit[hub]'``.
 """
@@ -21,7 +23,7 @@ import keras
 
 from transferkit.models._errors import WeightsUnavailableError
 
-__all__ = ["is_preset", "network", "preprocessing", "block_pattern_of", "BLOCK_PATTERNS"]
+__all__ = ["is_preset", "network", "unrolled", "preprocessing", "block_pattern_of", "BLOCK_PATTERNS"]
 
 PREFIX = "keras_hub:"
 REMOTE = ("hf://", "kaggle://", "modelscope://")
@@ -33,6 +35,8 @@ BLOCK_PATTERNS = (
     r"^(stage_?\d+_block_?\d+)_",
     r"^(stack\d+_block\d+)",
     r"^((?:[a-z]+_)*?block_?\d+)_",  # MobileNet and the like: block0_..., inverted_residual_block_3_...
+    r"^(transformer_block_\d+)$",  # ViT, unrolled
+    r"^(layers_\d+)$",  # DINOv2, unrolled
 )
 
 
@@ -83,6 +87,41 @@ def network(name: str, load_weights: bool) -> keras.Model:
     keras_hub = _keras_hub()
     return _load(name, "network", lambda handle: keras_hub.models.Backbone.from_preset(handle,
                                                                                       load_weights=load_weights))
+
+
+def unrolls(network: keras.Model) -> bool:
+    """Whether `unrolled` lays ``network``'s blocks out (keras-hub's ViT and DINOv2)."""
+    return type(network).__name__ in _UNROLLED and type(network).__module__.startswith("keras_hub.")
+
+
+_UNROLLED = ("ViTBackbone", "DINOV2Backbone")
+
+
+def unrolled(network: keras.Model) -> keras.Model:
+    """``network`` with its encoder blocks as layers of their own, for the families that keep them inside one
+    layer (keras-hub's ``ViTBackbone`` and ``DINOV2Backbone``); the same layers, so the same weights. Any
+    other network as it is.
+
+    The unrolled network computes what the original does: the ViT's encoder is dropout, its blocks in turn
+    and a LayerNormalization; the DINOv2's embeddings, its blocks in turn and its final LayerNormalization.
+    """
+    if not unrolls(network):
+        return network
+    family = type(network).__name__
+    images = keras.Input(tuple(network.inputs[0].shape[1:]), name="images")
+    if family == "ViTBackbone":
+        from transferkit.models.hub_layers import rebuildable
+
+        encoder = network.get_layer("vit_encoder")
+        x = rebuildable(network.get_layer("vit_patching_and_embedding"), images.shape)(images)
+        x = encoder.dropout(x)
+        for block in encoder.encoder_layers:
+            x = rebuildable(block, x.shape)(x)
+        return keras.Model(images, encoder.layer_norm(x), name=network.name)
+    x = network.embeddings(images)
+    for block in network.encoder.layers:
+        x = block(x)
+    return keras.Model(images, network.layernorm(x), name=network.name)
 
 
 def preprocessing(name: str) -> tuple[dict | str, tuple[int, int] | None]:

@@ -115,7 +115,11 @@ class TwoPhaseHyperModel(kt.HyperModel):
     - ``hidden_units`` among ``hidden_units`` (0: no hidden layer);
     - ``learning_rate`` in ``learning_rate_range`` (log scale);
     - ``unfreeze_from`` among ``unfreeze_points`` — by default the backbone's blocks in its upper half;
-    - ``fine_tune_lr_factor`` among ``fine_tune_lr_factors``.
+    - ``fine_tune_lr_factor`` among ``fine_tune_lr_factors``;
+    - with ``backbones=[...]`` (registered names or keras-hub presets), the ``backbone`` too, each with its own
+      unfreeze points (hyperparameter ``unfreeze_from_<backbone>``, active when that backbone is;
+      ``unfreeze_points`` may then be ``{backbone: [points]}``). The base trainer's ``backbone_options`` go
+      to its own backbone only; the others are built with their defaults.
 
     The first trial tries the base trainer's values where the search space holds them.
     ``search(data)`` takes an `ImageFolder` (or anything with ``train``, ``validation``, ``class_names``
@@ -135,11 +139,12 @@ class TwoPhaseHyperModel(kt.HyperModel):
         dropout_range: tuple[float, float] = defaults.DROPOUT_RANGE,
         hidden_units: tuple[int, ...] = defaults.HIDDEN_UNITS,
         learning_rate_range: tuple[float, float] = defaults.LEARNING_RATE_RANGE,
-        unfreeze_points: list | None = None,
+        unfreeze_points: list | dict | None = None,
         fine_tune_lr_factors: tuple[float, ...] = defaults.FINE_TUNE_LR_FACTORS,
         seed: int | None = None,
         trainer_options: dict | None = None,
         name: str | None = None,
+        backbones: list[str] | None = None,
         **options,
     ):
         super().__init__(name=name, tunable=True)
@@ -168,7 +173,21 @@ class TwoPhaseHyperModel(kt.HyperModel):
         self.seed = seed
         # One set of cached views for the whole search, also when it is not seeded.
         self.augmentation_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
-        self.unfreeze_points = list(unfreeze_points) if unfreeze_points else self.default_unfreeze_points()
+        #: The backbones searched over: the base trainer's alone unless ``backbones`` names several.
+        self.backbones = self._checked_backbones(backbones)
+        if len(self.backbones) == 1:
+            if isinstance(unfreeze_points, dict):
+                unfreeze_points = unfreeze_points.get(self.backbones[0])
+            self.unfreeze_points = list(unfreeze_points) if unfreeze_points else self.default_unfreeze_points()
+        else:
+            given = unfreeze_points if isinstance(unfreeze_points, dict) else {}
+            if unfreeze_points is not None and not isinstance(unfreeze_points, dict):
+                raise ValueError("With several backbones, give unfreeze_points per backbone: {backbone: [points]}.")
+            unknown = sorted(set(given) - set(self.backbones))
+            if unknown:
+                raise ValueError(f"unfreeze_points names backbones that are not searched: {', '.join(unknown)}.")
+            self.unfreeze_points = {name: list(given[name]) if given.get(name) else self.default_unfreeze_points(name)
+                                    for name in self.backbones}
         self.trial_id: str | None = None  # set by the tuner before each build
         self.trainer: TwoPhaseTrainer | None = None
 
@@ -187,16 +206,35 @@ class TwoPhaseHyperModel(kt.HyperModel):
     def __getstate__(self):  # sent to trial processes without the last trial's model
         return {**self.__dict__, "trainer": None}
 
-    def default_unfreeze_points(self) -> list[str]:
-        """The blocks that start in the upper half of the backbone's layers."""
-        spec = get_backbone_spec(self.backbone)
-        model = get_backbone(self.backbone, (*self.image_size, 3), weights=None, **self.base["backbone_options"])
+    def _checked_backbones(self, backbones) -> list[str]:
+        if not backbones:
+            return [self.backbone]
+        if isinstance(backbones, str) or not all(isinstance(name, str) for name in backbones):
+            raise ValueError(f"backbones={backbones!r}: give a list of registered backbone names or keras-hub presets.")
+        backbones = list(dict.fromkeys(backbones))
+        for name in backbones:
+            get_backbone_spec(name)  # an unknown name says which are registered
+        weights = self.base["weights"]
+        if len(backbones) > 1 and weights not in ("imagenet", None):
+            raise ValueError(f"weights={weights!r} is one backbone's file; a search over several backbones needs "
+                             "weights='imagenet' (or None).")
+        return backbones
+
+    def backbone_options_of(self, backbone: str) -> dict:
+        """The base trainer's ``backbone_options`` for its own backbone; none for the others searched."""
+        return dict(self.base["backbone_options"]) if backbone == self.backbone else {}
+
+    def default_unfreeze_points(self, backbone: str | None = None) -> list[str]:
+        """The blocks that start in the upper half of ``backbone``'s layers (the base trainer's by default)."""
+        backbone = backbone or self.backbone
+        spec = get_backbone_spec(backbone)
+        model = get_backbone(backbone, (*self.image_size, 3), weights=None, **self.backbone_options_of(backbone))
         half = len(model.layers) // 2
         points = [name for name, index in spec.blocks(model).items() if index >= half]
         del model
         keras.backend.clear_session()
         if not points:
-            raise ValueError(f"Backbone {self.backbone!r} names no blocks; pass unfreeze_points=[layer indices].")
+            raise ValueError(f"Backbone {backbone!r} names no blocks; pass unfreeze_points=[layer indices].")
         return points
 
     def _first(self, name: str, choices: list):
@@ -216,17 +254,28 @@ class TwoPhaseHyperModel(kt.HyperModel):
         lr_low, lr_high = self.learning_rate_range
         learning_rate = hp.Float("learning_rate", lr_low, lr_high, sampling="log",
                                  default=min(max(self.base["learning_rate"], lr_low), lr_high))
-        unfreeze = hp.Choice("unfreeze_from", self.unfreeze_points,
-                             default=self._first("unfreeze_from", self.unfreeze_points))
+        backbone, points = self.backbone, self.unfreeze_points
+        if len(self.backbones) == 1:
+            unfreeze = hp.Choice("unfreeze_from", points, default=self._first("unfreeze_from", points))
+        else:
+            backbone = hp.Choice("backbone", self.backbones,
+                                 default=self.backbone if self.backbone in self.backbones else self.backbones[0])
+            for name in self.backbones:  # every scope entered, so that KerasTuner sees those not active yet
+                with hp.conditional_scope("backbone", [name]):
+                    choice = hp.Choice(f"unfreeze_from_{name}", self.unfreeze_points[name],
+                                       default=self._first("unfreeze_from", self.unfreeze_points[name]))
+                if name == backbone:
+                    unfreeze, points = choice, self.unfreeze_points[name]
         factor = hp.Choice("fine_tune_lr_factor", list(self.fine_tune_lr_factors),
                            default=self._first("fine_tune_lr_factor", list(self.fine_tune_lr_factors)))
         return TwoPhaseTrainer.from_config({
             **self.base,
             "head": {"pooling": head["pooling"], "hidden_activation": head["hidden_activation"],
                      "dropout": dropout, "hidden_units": hidden or None},
+            "backbone": backbone, "backbone_options": self.backbone_options_of(backbone),
             "unfreeze_from": unfreeze, "learning_rate": learning_rate, "fine_tune_lr_factor": factor,
             "image_size": self.image_size, "seed": seed, "augmentation_seed": self.augmentation_seed,
-            "cache_unfreeze_points": self.unfreeze_points if self.cache_dir is not None else (),
+            "cache_unfreeze_points": points if self.cache_dir is not None else (),
         })
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
@@ -296,14 +345,22 @@ class TuningResult:
     def table(self) -> str:
         """The trials, best first: id, score and hyperparameters."""
         keys = ["learning_rate", "dropout", "hidden_units", "unfreeze_from", "fine_tune_lr_factor"]
+        several = any("backbone" in t["hyperparameters"] for t in self.trials)
+        keys = ["backbone", *keys] if several else keys
         header = f"{'trial':<6} {'score':>8}  " + "  ".join(f"{k:>19}" for k in keys)
         lines = [header]
         for t in self.trials:
             score = "-" if t["score"] is None else f"{t['score']:.4f}"
-            values = [t["hyperparameters"].get(k, "") for k in keys]
+            values = [_unfreeze_point(t["hyperparameters"]) if k == "unfreeze_from" else t["hyperparameters"].get(k, "")
+                      for k in keys]
             shown = [f"{v:>19.3g}" if isinstance(v, float) else f"{str(v):>19}" for v in values]
             lines.append(f"{t['trial_id']:<6} {score:>8}  " + "  ".join(shown))
         return "\n".join(lines)
+
+
+def _unfreeze_point(values: dict):
+    """A trial's unfreeze point: ``unfreeze_from``, or with several backbones ``unfreeze_from_<its backbone>``."""
+    return values.get("unfreeze_from", values.get(f"unfreeze_from_{values.get('backbone')}", ""))
 
 
 def _trials(tuner: kt.Tuner) -> list[dict]:
@@ -391,6 +448,8 @@ def _described(hypermodel: TwoPhaseHyperModel, data, **search) -> dict:
     """What a search must keep to be continued: the search's and the hypermodel's settings (the
     trial count aside: raising it continues the search) and the data's files."""
     settings = {name: getattr(hypermodel, name) for name in _SEARCHED_SETTINGS}
+    if len(hypermodel.backbones) > 1:
+        settings["backbones"] = hypermodel.backbones
     settings["base"] = {k: v for k, v in hypermodel.base.items() if k != "cache_dir"}
     settings["base"]["head"] = {k: v for k, v in settings["base"]["head"].items() if k != "name"}  # generated
     files = {split: file_list_of(data, split).digest()[:16] for split in ("train", "validation")} \
