@@ -61,6 +61,7 @@ __getattr__, __dir__, __all__ = _lazy_exports(__name__, {
     "load_model": "models.classifier",
     "DatasetReport": "data.folder",
     "ImageFolder": "data.folder",
+    "ImageTable": "data.table",
     "ImageReadError": "data.images",
     "read_image": "data.images",
     "TrainingResult": "training.trainer",

@@ -11,13 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from transferkit.cli.options import command_parser, data_defaults, split_option
+from transferkit.cli.options import add_table_options, command_parser, data_defaults, open_data, split_option
 
 
 def add_parser(commands) -> None:
     p = command_parser(commands, "evaluate", __doc__)
     p.add_argument("model", metavar="MODEL", help="a .keras file saved by transferkit, or the run folder holding it")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="class folders (same class names as the model), or the "
+                                                          "images of --labels")
     p.add_argument("--split", dest="which", default="all", choices=("all", "train", "validation", "test"),
                    help="all, or train/validation/test: the files of that split as recorded in MODEL "
                         "(models without a record: DATA_DIR split again with --seed and --fractions)")
@@ -27,13 +28,14 @@ def add_parser(commands) -> None:
     p.add_argument("--fractions", type=split_option, default=data["split"],
                    help="split fractions, for models that do not record theirs")
     p.add_argument("--batch-size", type=int, default=data["batch_size"], help="images per batch")
+    add_table_options(p)
     p.add_argument("--output", default=None, help="also write metrics.json, confusion_matrix.png, top_losses.png here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--tta", action="store_true", help="average each image's probabilities with its mirror image's")
 
 
 def run(args) -> int:
-    from transferkit import ImageFolder, load_model
+    from transferkit import load_model
     from transferkit.evaluation.metrics import evaluate
 
     classifier = load_model(args.model)
@@ -45,8 +47,8 @@ def run(args) -> int:
             print(f"{args.model} does not record its split: splitting {args.data_dir} with --seed {args.seed} and "
                   f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
     with _files_left_out_unsaid(isinstance(split, dict)):
-        data = ImageFolder(args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
-                           split=split, seed=args.seed, verbose=0 if args.json else 1)
+        data = open_data(args, args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
+                         split=split, seed=args.seed, verbose=0 if args.json else 1)
     evaluation = evaluate(classifier, data, split=args.which, tta=args.tta, verbose=1)
     summary = evaluation.to_dict()
     summary["skipped"] = [[str(s.path), s.reason] for s in data.report.skipped]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from transferkit.cli.options import command_parser, UsageError
+from transferkit.cli.options import add_table_options, command_parser, open_data, UsageError
 
 #: An export that gives another class than the Keras model on more than 2% of the held-out images is
 #: not the model that was evaluated (on the demo's 800 validation photos float32 and float16 agree on all,
@@ -36,6 +36,7 @@ def add_parser(commands) -> None:
     p.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate int8")
     p.add_argument("--output", default=None, help="output path (default: next to MODEL, by format)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_table_options(p)
     p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, metavar="FRACTION",
                    help="with --data-dir: the share of held-out images on which the export must give the Keras "
                         "model's class; below it the command says so and exits 1 (the export stays written)")
@@ -56,7 +57,7 @@ def check(args) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from transferkit import ImageFolder, load_model
+    from transferkit import load_model
     from transferkit.export import export
     from transferkit.export.parity import PARITY_SUFFIX, check_parity
     from transferkit.models.classifier import model_file
@@ -72,7 +73,7 @@ def run(args) -> int:
     data = None
     if args.data_dir:
         split = classifier.split["files"] if classifier.split is not None else (0.8, 0.1, 0.1)
-        data = ImageFolder(args.data_dir, image_size=classifier.image_size, split=split, verbose=1)
+        data = open_data(args, args.data_dir, image_size=classifier.image_size, split=split, verbose=1)
     representative = None
     if args.quantize == "int8":
         train = data.images("train")

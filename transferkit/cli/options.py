@@ -130,10 +130,33 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=data["seed"], help="seed for the split, shuffling and initialisation")
     p.add_argument("--cache-dir", default=None,
                    help="keep decoded images (and frozen features) here, reused by later runs on the same files")
+    add_table_options(p)
     p.add_argument("--exclude", default=None, metavar="FILE",
                    help="leave out the files an audit.json flags, or those a text file lists (one path a line, "
                         "relative to DATA_DIR or to the current folder, as the audit prints them); the run records "
                         "them")
+
+
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=None, metavar="TABLE",
+                   help="a CSV file of image paths (relative to DATA_DIR) and labels, instead of class folders; "
+                        "a 'split' column, when it has one, says each image's split")
+    p.add_argument("--path-column", default="path", help="the --labels column of image paths")
+    p.add_argument("--label-column", default="label", help="the --labels column of labels")
+    p.add_argument("--split-column", default=None,
+                   help="the --labels column of splits (train, validation, test; default: 'split' when present)")
+
+
+def open_data(args, data_dir, **options):
+    """An `ImageTable` of ``--labels`` (paths relative to ``data_dir``) when given, else an `ImageFolder`."""
+    if getattr(args, "labels", None):
+        from transferkit.data.table import ImageTable
+
+        return ImageTable(args.labels, data_dir, path_column=args.path_column, label_column=args.label_column,
+                          split_column=args.split_column, **options)
+    from transferkit import ImageFolder
+
+    return ImageFolder(data_dir, **options)
 
 
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
@@ -177,16 +200,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_data(args):
-    """The `ImageFolder` that ``add_data_options`` describes, its report printed."""
-    from transferkit import ImageFolder
-
+    """The `ImageFolder` (or, with ``--labels``, `ImageTable`) that ``add_data_options`` describes, its report
+    printed."""
     exclude = None
     if args.exclude:
         from transferkit.audit import read_exclusions
 
         exclude = read_exclusions(args.exclude)
-    data = ImageFolder(args.data_dir, image_size=args.image_size, batch_size=args.batch_size,
-                       split=args.split, seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
+    data = open_data(args, args.data_dir, image_size=args.image_size, batch_size=args.batch_size, split=args.split,
+                     seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
     print(data.report, "\n")
     return data
 
@@ -229,6 +251,8 @@ def check_training_options(args) -> None:
         raise UsageError(f"--image-size {size_text(args.image_size)}: give at least 32 pixels a side.")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
+    if getattr(args, "labels", None) and not Path(args.labels).is_file():
+        raise UsageError(f"--labels {args.labels}: no such file; give a CSV file of image paths and labels.")
     if not (Path(args.data_dir) / "train").is_dir():
         try:
             validate_fractions(args.split)

@@ -56,6 +56,7 @@ class DatasetReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     left_out: list[Path] = field(default_factory=list)
     excluded: list[Path] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # a label table's rows that repeat an earlier one
 
     def __str__(self) -> str:
         splits = [s for s in SPLITS if s in self.counts]
@@ -72,6 +73,8 @@ class DatasetReport:
                          f"{display_path(self.left_out[0])}")
         if self.excluded:
             lines.append(f"excluded as asked: {len(self.excluded)} file(s), e.g. {display_path(self.excluded[0])}")
+        if self.repeated:
+            lines.append(f"repeated rows: {len(self.repeated)}, each kept once, e.g. {self.repeated[0]}")
         return "\n".join(lines)
 
 
@@ -164,15 +167,7 @@ class ImageFolder:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
         given = split if isinstance(split, dict) else None
-        sources = self._find_sources(split)
-        self.class_names = [p.name for p in next(iter(sources.values()))]
-        paths, labels, origin = [], [], []
-        for split_name, class_folders in sources.items():
-            for label, folder in enumerate(class_folders):
-                files = _files_in(folder)
-                paths += files
-                labels += [label] * len(files)
-                origin += [split_name] * len(files)
+        self.class_names, paths, labels, origin = self._list_files(split)
         left_out = []
         if given is not None:
             paths, labels, origin, left_out = self._listed_files(given, paths, labels)
@@ -187,15 +182,10 @@ class ImageFolder:
         good = np.asarray([p not in bad for p in paths])
         origin = np.asarray(origin)
         if given is None:
-            for split_name, class_folders in sources.items():
-                for label, folder in enumerate(class_folders):
-                    if not np.any(good & (self._labels == label) & (origin == split_name)):
-                        raise ValueError(
-                            f"No readable images in {display_path(folder)}; see the skipped files in the report."
-                        )
+            self._check_readable(good, origin)
 
         self._all = np.flatnonzero(good)
-        if given is not None or ("train" in sources and len(sources) > 1):
+        if given is not None or self._presplit(origin):
             self.split = None if given is None else "given"
             self._indices = {name: np.flatnonzero(good & (origin == name)) for name in dict.fromkeys(origin.tolist())}
         else:
@@ -224,6 +214,33 @@ class ImageFolder:
         self._make_datasets()
 
     # -- layout -------------------------------------------------------------------------------
+
+    def _list_files(self, split) -> tuple[list[str], list[Path], list[int], list[str]]:
+        """The class names, and every file with its label and the split its place gives (``"train"`` for
+        all of them when the data is to be split by fractions)."""
+        self._sources = self._find_sources(split)
+        class_names = [p.name for p in next(iter(self._sources.values()))]
+        paths, labels, origin = [], [], []
+        for split_name, class_folders in self._sources.items():
+            for label, folder in enumerate(class_folders):
+                files = _files_in(folder)
+                paths += files
+                labels += [label] * len(files)
+                origin += [split_name] * len(files)
+        return class_names, paths, labels, origin
+
+    def _check_readable(self, good: np.ndarray, origin: np.ndarray) -> None:
+        """Every class folder must keep a readable image."""
+        for split_name, class_folders in self._sources.items():
+            for label, folder in enumerate(class_folders):
+                if not np.any(good & (self._labels == label) & (origin == split_name)):
+                    raise ValueError(
+                        f"No readable images in {display_path(folder)}; see the skipped files in the report."
+                    )
+
+    def _presplit(self, origin: np.ndarray) -> bool:
+        """Whether the layout says each file's split (train/ and validation/ folders), rather than fractions."""
+        return len(set(origin.tolist())) > 1
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

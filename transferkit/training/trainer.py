@@ -605,6 +605,8 @@ class TwoPhaseTrainer:
         described = {"class_names": list(data.class_names), "image_size": list(data.image_size),
                      "batch_size": getattr(data, "batch_size", None),
                      "files": {split: f.digest()[:16] for split, f in files.items()} or None}
+        if hasattr(data, "label_digest"):  # a table's labels are not its file paths
+            described["labels"] = data.label_digest()
         return {**self.run_settings(epochs, fine_tune_epochs), "data": described}, files
 
     # -- using the trained model --------------------------------------------------------------
