@@ -2,13 +2,16 @@
 
     python benchmarks/seeds.py --variant 'default:{}' --variant 'exact:{"cache_features": false}'
     python benchmarks/seeds.py --variant 'p224:{"image_size": 224}' --seeds 1 2 3 4
+    python benchmarks/seeds.py --variant 'lr-find:{"lr_find": true}' --feature-cache /tmp/features
     python benchmarks/seeds.py --table                        # the table of every run recorded so far
 
 Each (variant, seed) trains `TwoPhaseTrainer(weights=..., seed=seed, **options)` on an `ImageFolder` of
 ``--data-dir`` (``image_size`` from the options, else transferkit's default) in a Python process of its
 own, and records one JSON line in ``--results``: the variant's options, the seed, the accuracy of the
 finished model on the validation split and on ``--web-dir`` (class folders, when present), and the phase
-times. A (variant, options, seed) already recorded is not run again. With ``--feature-cache``, fast-path
+times. With ``"lr_find": true`` in the options, each seed's run first asks `TwoPhaseTrainer.lr_find` and
+trains with its suggested ``learning_rate`` and ``fine_tune_lr_factor`` (recorded with the sweeps' time).
+A (variant, options, seed) already recorded is not run again. With ``--feature-cache``, fast-path
 runs keep their cached features there, so variants that compute the same features (same seed, image size,
 augmentation, views and unfreeze point) compute them once: their phase-1 time then excludes the feature
 pass, and the table marks it.
@@ -47,6 +50,13 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     prep = time.perf_counter() - start
     if feature_cache and options.get("cache_features", True):
         options.setdefault("cache_dir", feature_cache)
+    found = {}
+    if options.pop("lr_find", False):  # the learning-rate finder's suggestions, for this seed
+        sweep_start = time.perf_counter()
+        finding = TwoPhaseTrainer(weights=weights, seed=seed, **options).lr_find(data)
+        options.update(learning_rate=finding.learning_rate, fine_tune_lr_factor=finding.fine_tune_lr_factor)
+        found = {"lr_find_s": time.perf_counter() - sweep_start, "suggested": {
+            "learning_rate": finding.learning_rate, "fine_tune_lr_factor": finding.fine_tune_lr_factor}}
     trainer = TwoPhaseTrainer(weights=weights, seed=seed, **options)
     result = trainer.fit(data, epochs=epochs, fine_tune_epochs=fine_tune_epochs, verbose=2)
     classifier = result.classifier
@@ -57,7 +67,7 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
         "val_acc_phase1": result.final("val_accuracy", 1) if epochs else None,
         "prep_s": prep, "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
         "image_size": list(data.image_size), "features_reused": bool(options.get("cache_dir")),
-        "val_acc_by_epoch": [round(float(v), 5) for v in result.history.get("val_accuracy", [])],
+        "val_acc_by_epoch": [round(float(v), 5) for v in result.history.get("val_accuracy", [])], **found,
     }
     if web_dir is not None:
         figures["web_acc"] = web_accuracy(classifier, web_dir)

@@ -1,4 +1,4 @@
-"""The ``transferkit`` command: train, evaluate, predict, export, report, backbones, tune and audit.
+"""The ``transferkit`` command: train, evaluate, predict, export, report, backbones, tune, audit and lr-find.
 
 A thin layer over the library: each command is a module of this package with ``add_parser``, ``run``
 and, where the options alone can be wrong, ``check`` (called before TensorFlow loads, and before
@@ -18,8 +18,8 @@ from transferkit.cli.options import UsageError
 __all__ = ["main", "build_parser", "COMMANDS", "UsageError"]
 
 #: Command name -> its module in this package.
-COMMANDS = {name: f"transferkit.cli.{name}" for name in
-            ("train", "evaluate", "predict", "export", "report", "backbones", "audit", "tune")}
+COMMANDS = {name: f"transferkit.cli.{name.replace('-', '_')}" for name in
+            ("train", "evaluate", "predict", "export", "report", "backbones", "audit", "tune", "lr-find")}
 
 
 def _version() -> str:

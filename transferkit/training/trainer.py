@@ -544,6 +544,15 @@ class TwoPhaseTrainer:
                               histories=tuple(loop.histories), run=described,
                               epochs_trained=progress.epochs_done - progress.epochs_at_start)
 
+    def lr_find(self, data, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, phases=(1, 2),
+                epochs: int | None = None):
+        """The loss over a sweep of learning rates for phase 1 and phase 2 (at the unfreeze point), with a
+        suggested ``learning_rate`` and ``fine_tune_lr_factor``: see `transferkit.training.lr_find`.
+        On the fast path (the default) each sweep runs on cached features."""
+        from transferkit.training.lr_find import lr_find
+
+        return lr_find(self, data, min_lr=min_lr, max_lr=max_lr, steps=steps, phases=phases, epochs=epochs)
+
     def _check_whole_batches(self, data) -> None:
         """Several processes train on whole batches only (each process takes its share of each): a
         split smaller than one batch would leave nothing."""

@@ -1,0 +1,206 @@
+"""A learning-rate finder for both phases: the loss over an exponential sweep of learning rates, and a
+suggested rate with the rule that chose it.
+
+Phase 1 sweeps the head's learning rate from its fresh initialisation; phase 2, after phase 1 has trained
+at the suggested rate, sweeps the fine-tuning rate at the unfreeze point. On the fast path (the default)
+both sweeps run on cached features, so a sweep costs seconds once the features exist. The sweeps train
+copies of nothing: they change the trainer's model, which `lr_find` rebuilds afresh before it returns.
+
+The rule (Smith, 2017; fastai's first ``lr_find``): the suggestion is a tenth of the rate at which the
+smoothed loss was lowest. The sweep stops early once the smoothed loss exceeds four times its minimum.
+
+>>> import numpy as np
+>>> rates = np.geomspace(1e-5, 1, 51)
+>>> losses = 1 + (np.log10(rates) + 2) ** 2     # lowest at 1e-2
+>>> sweep = LRSweep.of(1, rates, losses, smoothing=0.0)
+>>> float(round(sweep.suggestion, 6)), sweep.rule
+(0.001, 'a tenth of the rate with the lowest smoothed loss (0.01)')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+__all__ = ["LRSweep", "LRFinding", "lr_find", "SMOOTHING", "DIVERGENCE"]
+
+#: Weight of the previous smoothed loss in the exponential moving average (bias-corrected).
+SMOOTHING = 0.98
+#: The sweep stops once the smoothed loss exceeds this multiple of its lowest value.
+DIVERGENCE = 4.0
+
+
+@dataclass
+class LRSweep:
+    """One phase's sweep: the rates tried, the loss at each step (raw and smoothed), the suggestion."""
+
+    phase: int
+    learning_rates: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    suggestion: float
+    rule: str
+
+    @classmethod
+    def of(cls, phase: int, learning_rates, losses, smoothing: float = SMOOTHING) -> "LRSweep":
+        """The sweep of these rates and losses, smoothed, with its suggestion."""
+        learning_rates, losses = np.asarray(learning_rates, float), np.asarray(losses, float)
+        smoothed = _smoothed(losses, smoothing)
+        finite = np.isfinite(smoothed)
+        if not finite.any():
+            raise ValueError(f"The phase-{phase} sweep gave no finite loss: lower min_lr.")
+        best = int(np.nanargmin(np.where(finite, smoothed, np.nan)))
+        at = float(learning_rates[best])
+        return cls(phase, learning_rates, losses, smoothed, at / 10,
+                   f"a tenth of the rate with the lowest smoothed loss ({at:.3g})")
+
+    def to_dict(self) -> dict:
+        return {"phase": self.phase, "suggestion": self.suggestion, "rule": self.rule,
+                "learning_rates": self.learning_rates.tolist(), "losses": self.losses.tolist(),
+                "smoothed": [None if not math.isfinite(v) else v for v in self.smoothed.tolist()]}
+
+
+@dataclass
+class LRFinding:
+    """The sweeps of `lr_find` and what they suggest for `TwoPhaseTrainer`: ``learning_rate`` (phase 1)
+    and ``fine_tune_lr_factor`` (phase 2's suggested rate over phase 1's), None for a phase not swept."""
+
+    sweeps: dict[int, LRSweep]
+    learning_rate: float | None
+    fine_tune_lr_factor: float | None
+
+    def __str__(self) -> str:
+        lines = []
+        for phase, sweep in self.sweeps.items():
+            lines.append(f"phase {phase}: {len(sweep.learning_rates)} steps from {sweep.learning_rates[0]:.3g} to "
+                         f"{sweep.learning_rates[-1]:.3g}; suggested {sweep.suggestion:.3g}, {sweep.rule}")
+        settings = [f"learning_rate={self.learning_rate:.3g}"] if self.learning_rate is not None else []
+        if self.fine_tune_lr_factor is not None:
+            settings.append(f"fine_tune_lr_factor={self.fine_tune_lr_factor:.3g}")
+        lines.append("suggested: TwoPhaseTrainer(" + ", ".join(settings) + ")")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"learning_rate": self.learning_rate, "fine_tune_lr_factor": self.fine_tune_lr_factor,
+                "sweeps": [s.to_dict() for s in self.sweeps.values()]}
+
+    def plot(self, path: os.PathLike | str) -> Path:
+        """Loss against learning rate (log scale), one panel a phase, the suggestion marked."""
+        from transferkit.evaluation.plots import _grid, _save
+
+        fig, axes = _grid(len(self.sweeps), columns=2)
+        for ax, sweep in zip(axes, self.sweeps.values()):
+            ax.axis("on")
+            ax.plot(sweep.learning_rates, sweep.losses, alpha=0.3, label="loss")
+            ax.plot(sweep.learning_rates, sweep.smoothed, label="smoothed")
+            ax.axvline(sweep.suggestion, color="red", linestyle="--", label=f"suggested {sweep.suggestion:.2g}")
+            ax.set_xscale("log")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("training loss")
+            ax.set_title(f"phase {sweep.phase}")
+            finite = sweep.smoothed[np.isfinite(sweep.smoothed)]
+            if len(finite):
+                ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite.min() * DIVERGENCE) * 1.1)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def _smoothed(losses: np.ndarray, smoothing: float) -> np.ndarray:
+    average, out = 0.0, np.empty_like(losses)
+    for step, loss in enumerate(losses, start=1):
+        average = smoothing * average + (1 - smoothing) * loss
+        out[step - 1] = average / (1 - smoothing ** step)
+    return out
+
+
+class _Sweep(keras.callbacks.Callback):
+    """Sets the rate before each step and records each step's own loss (Keras logs the epoch's running
+    mean, from which each step's loss follows)."""
+
+    def __init__(self, rates: np.ndarray):
+        super().__init__()
+        self.rates, self.losses = rates, []
+        self._total, self._best = 0.0, math.inf
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = float(self.rates[batch])
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        loss = mean * (batch + 1) - self._total  # whole batches: the running mean weighs them alike
+        self._total = mean * (batch + 1)
+        self.losses.append(loss)
+        smoothed = _smoothed(np.asarray(self.losses), SMOOTHING)[-1]
+        self._best = min(self._best, smoothed)
+        if not math.isfinite(loss) or (batch >= 10 and smoothed > DIVERGENCE * self._best):
+            self.model.stop_training = True
+
+
+def _sweep(trainer, model: keras.Model, train, phase: int, min_lr: float, max_lr: float, steps: int) -> LRSweep:
+    rates = np.geomspace(min_lr, max_lr, steps)
+    trainer.compile(min_lr, model)
+    recorder = _Sweep(rates)
+    whole = train.unbatch().batch(trainer_batch_size(train), drop_remainder=True).repeat()
+    model.fit(whole, epochs=1, steps_per_epoch=steps, callbacks=[recorder], verbose=0, shuffle=False)
+    return LRSweep.of(phase, rates[:len(recorder.losses)], recorder.losses)
+
+
+def trainer_batch_size(dataset) -> int:
+    """The batch size of a batched ``tf.data`` dataset (its first batch's)."""
+    for x, _ in dataset.take(1):
+        first = x[0] if isinstance(x, tuple) else x
+        return int(first.shape[0])
+    raise ValueError("The training split is empty.")
+
+
+def lr_find(trainer, data, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, phases=(1, 2),
+            epochs: int | None = None) -> LRFinding:
+    """Sweep the learning rate of phase 1 (and of phase 2) of ``trainer`` on ``data``; see the module.
+
+    Phase 2's sweep starts from a head trained for ``epochs`` (the trainer's default phase-1 epochs) at
+    phase 1's suggested rate (or, when phase 1 is not swept, at the trainer's ``learning_rate``). The
+    trainer's model is built afresh at the start and again at the end, so `fit` afterwards starts clean.
+    """
+    from transferkit.training.settings import EPOCHS
+
+    phases = tuple(sorted(set(phases)))
+    if not phases or not set(phases) <= {1, 2}:
+        raise ValueError(f"phases={phases!r}: sweep phase 1, phase 2, or both.")
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"min_lr={min_lr!r}, max_lr={max_lr!r}: give 0 < min_lr < max_lr.")
+    if steps < 20:
+        raise ValueError(f"steps={steps!r}: give at least 20 steps, enough to see where the loss turns.")
+    if trainer.seed is not None:
+        keras.utils.set_random_seed(trainer.seed)
+    trainer.build(data.class_names, data.image_size)
+    index = trainer.unfreeze_index()
+    recipe = trainer._recipe(data, index, [1, 2] if 2 in phases else [1], verbose=0)
+    sweeps: dict[int, LRSweep] = {}
+    try:
+        trainer.freeze_backbone()
+        head_model = recipe.model(1)
+        train1, _ = recipe.datasets(1, 0)
+        start = [np.array(w) for w in head_model.get_weights()]
+        if 1 in phases:
+            sweeps[1] = _sweep(trainer, head_model, train1, 1, min_lr, max_lr, steps)
+            head_model.set_weights(start)
+        learning_rate = sweeps[1].suggestion if 1 in phases else trainer.learning_rate
+        if 2 in phases:
+            trainer.compile(learning_rate, head_model)
+            head_model.fit(train1, epochs=EPOCHS if epochs is None else epochs, verbose=0, shuffle=False)
+            trainer.unfreeze_top()
+            sweeps[2] = _sweep(trainer, recipe.model(2), recipe.datasets(2, 0)[0], 2, min_lr, max_lr, steps)
+    finally:
+        recipe.close()
+    if trainer.seed is not None:
+        keras.utils.set_random_seed(trainer.seed)
+    trainer.build(data.class_names, data.image_size)  # the sweeps' weights are not a model to keep
+    return LRFinding(sweeps, sweeps[1].suggestion if 1 in sweeps else None,
+                     sweeps[2].suggestion / learning_rate if 2 in sweeps else None)
