@@ -207,8 +207,10 @@ def load_data(args):
         from transferkit.audit import read_exclusions
 
         exclude = read_exclusions(args.exclude)
+    recorded = getattr(args, "recorded_split", None)  # train --init-from: the model's split, kept
     data = open_data(args, args.data_dir, image_size=args.image_size, batch_size=args.batch_size, split=args.split,
-                     seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude)
+                     seed=args.seed, cache_dir=args.cache_dir, verbose=1, exclude=exclude,
+                     **({"recorded_split": recorded} if recorded else {}))
     print(data.report, "\n")
     return data
 

@@ -26,6 +26,10 @@ def add_parser(commands) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output after its last finished epoch (a checkpoint is written "
                         "after every epoch into OUTPUT/checkpoint)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this trained model (a .keras file or run folder) instead of the pretrained "
+                        "backbone: to continue it on more images or more classes; its recorded validation and test "
+                        "images stay in their splits")
     p.add_argument("--log-dir", default=None, help="also write TensorBoard logs here (both phases as one run)")
     p.add_argument("--devices", type=devices_option, default=1, metavar="N|all",
                    help="train data-parallel on N devices (GPUs; without GPUs, N logical CPU devices sharing the "
@@ -49,6 +53,13 @@ def add_parser(commands) -> None:
 def check(args) -> None:
     """What can be wrong with the options alone, found before TensorFlow loads."""
     check_training_options(args)
+    if getattr(args, "init_from", None):
+        from transferkit.models.classifier import model_file
+
+        try:
+            model_file(args.init_from)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--init-from: {exc}") from None
     if args.views < 1:
         raise UsageError(f"--views {args.views}: give at least 1 augmented view per image.")
     if args.resume and _asks_for_processes(args):
@@ -107,6 +118,12 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     print(folder.start())
     print(_device_line(trainer.distribution))
+    initial = None
+    if args.init_from:
+        from transferkit import load_model
+
+        initial = load_model(args.init_from)
+        args.recorded_split = initial.split  # its validation and test images stay there
     data = load_data(args)
     callbacks = [PhaseSummary()]
     if args.log_dir:
@@ -114,6 +131,7 @@ def run(args) -> int:
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.log_dir))
     result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=callbacks,
+                         initial_model=initial,
                          checkpoint_dir=None if several else folder.checkpoint,
                          verbose="auto" if sys.stdout.isatty() else 2)  # 2: one plain line an epoch, for logs
     if not folder.writes:

@@ -56,6 +56,7 @@ class DatasetReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     left_out: list[Path] = field(default_factory=list)
     excluded: list[Path] = field(default_factory=list)
+    new: dict[str, int] | None = None  # with a recorded split kept: the files it did not hold, per split
     repeated: list[str] = field(default_factory=list)  # a label table's rows that repeat an earlier one
 
     def __str__(self) -> str:
@@ -73,6 +74,10 @@ class DatasetReport:
                          f"{display_path(self.left_out[0])}")
         if self.excluded:
             lines.append(f"excluded as asked: {len(self.excluded)} file(s), e.g. {display_path(self.excluded[0])}")
+        if self.new is not None:
+            lines.append(f"new since the recorded split: {sum(self.new.values())} file(s) ("
+                         + ", ".join(f"{name} {count}" for name, count in self.new.items()) + "); the recorded files "
+                         "keep their splits")
         if self.repeated:
             lines.append(f"repeated rows: {len(self.repeated)}, each kept once, e.g. {self.repeated[0]}")
         return "\n".join(lines)
@@ -123,7 +128,9 @@ class ImageFolder:
     files are used, a listed file that is missing is an error, and files not listed are left out
     (counted in ``report.left_out``). ``exclude`` names files to leave out (paths relative to
     ``directory`` or absolute; `AuditReport.flagged` gives such a list), counted in
-    ``report.excluded``. File and folder names starting with ``.`` are ignored.
+    ``report.excluded``. File and folder names starting with ``.`` are ignored. ``recorded_split`` (a
+    trained model's ``split``, to continue training it on more images) keeps every file it lists in its
+    recorded split and splits the files it does not list by ``split``'s rule, counted in ``report.new``.
 
     Every file is decoded once, up front: files that cannot be used (empty, corrupt, truncated,
     not an image) are skipped and listed in ``report`` (or raise, with ``on_bad_file="raise"``);
@@ -152,6 +159,7 @@ class ImageFolder:
         verbose: int = 0,
         num_workers: int | None = None,
         exclude=None,
+        recorded_split: dict | None = None,
     ):
         if on_bad_file not in ("skip", "raise"):
             raise ValueError(f"on_bad_file={on_bad_file!r}: use 'skip' or 'raise'.")
@@ -185,6 +193,7 @@ class ImageFolder:
             self._check_readable(good, origin)
 
         self._all = np.flatnonzero(good)
+        new = None
         if given is not None or self._presplit(origin):
             self.split = None if given is None else "given"
             self._indices = {name: np.flatnonzero(good & (origin == name)) for name in dict.fromkeys(origin.tolist())}
@@ -194,6 +203,7 @@ class ImageFolder:
             keys = [self._relative(paths[i]) for i in good_positions]
             parts = stratified_split(self._labels[good_positions], self.split, seed, keys=keys)
             self._indices = {name: good_positions[p] for name, p in zip(SPLITS, parts)}
+            new = self._keep_recorded(recorded_split) if recorded_split is not None else None
         # File lists that name only some splits (the test files a model recorded, to evaluate it) give only
         # those; every split they name, like the two that fractions and folders give, must hold images.
         required = ("train", "validation") if given is None else [name for name in SPLITS if name in given]
@@ -208,7 +218,8 @@ class ImageFolder:
             name: {c: int(np.sum(self._labels[idx] == i)) for i, c in enumerate(self.class_names)}
             for name, idx in self._indices.items()
         }
-        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out, excluded)
+        self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out, excluded,
+                                    new=new if given is None and isinstance(self.split, tuple) else None)
         log.info("%s", self.report)
 
         self._make_datasets()
@@ -237,6 +248,24 @@ class ImageFolder:
                     raise ValueError(
                         f"No readable images in {display_path(folder)}; see the skipped files in the report."
                     )
+
+    def _keep_recorded(self, record: dict) -> dict[str, int]:
+        """Files a recorded split holds go back to their recorded splits; the others keep what the rule gave
+        them. Returns the new files per split."""
+        files = record.get("files", record) if isinstance(record, dict) else {}
+        recorded = {name: split for split, names in files.items() if split in SPLITS for name in names}
+        if not recorded:
+            raise ValueError("recorded_split holds no file lists: give a trained model's split record "
+                             "(Classifier.split, or ImageFolder.split_record()).")
+        chosen = {}
+        for split, positions in self._indices.items():
+            for i in positions:
+                chosen[int(i)] = recorded.get(self._relative(self._paths[i]), split)
+        new = {split: sum(1 for i in positions if self._relative(self._paths[i]) not in recorded)
+               for split, positions in self._indices.items()}
+        self._indices = {split: np.asarray(sorted(i for i, s in chosen.items() if s == split), dtype=np.int64)
+                         for split in SPLITS if any(s == split for s in chosen.values())}
+        return new
 
     def _presplit(self, origin: np.ndarray) -> bool:
         """Whether the layout says each file's split (train/ and validation/ folders), rather than fractions."""

@@ -472,6 +472,7 @@ class TwoPhaseTrainer:
         verbose="auto",
         checkpoint_dir: str | os.PathLike | None = None,
         rebuild: bool = True,
+        initial_model=None,
     ) -> TrainingResult:
         """Build a fresh model and run both phases on ``data``.
 
@@ -494,6 +495,12 @@ class TwoPhaseTrainer:
 
         ``rebuild=False`` trains the model the last `build` made, with the weights it has now (loaded
         from an earlier run, say), instead of a fresh one; the seed is then not set again.
+
+        ``initial_model`` (a `Classifier`, a ``.keras`` file or a run folder) starts from that trained
+        classifier's weights instead of the backbone's pretrained ones: to continue it on more images, or
+        on more classes (its classes keep their logits; see `transferkit.training.warm_start`). To keep
+        its recorded validation and test images where they were, make the data with
+        ``ImageFolder(..., recorded_split=classifier.split)``.
         """
         if epochs < 0 or fine_tune_epochs < 0 or epochs + fine_tune_epochs == 0:
             raise ValueError(f"epochs={epochs}, fine_tune_epochs={fine_tune_epochs}: train for at least one epoch.")
@@ -507,6 +514,11 @@ class TwoPhaseTrainer:
             self.build(data.class_names, data.image_size)
         elif self.model is None:
             raise RuntimeError("fit(rebuild=False) trains the model build() made: call build() first.")
+        self._initial = None
+        if initial_model is not None:
+            from transferkit.training.warm_start import start_from
+
+            self._initial = start_from(self, initial_model)
         if hasattr(data, "split_record"):
             self.classifier.split = data.split_record()
         checkpoint = None
@@ -593,7 +605,8 @@ class TwoPhaseTrainer:
             also_cuts=[self.unfreeze_index(point) for point in self.cache_unfreeze_points],
             augmentation_seed=self._augmentation_seed, shuffle_seed=self.seed,
             augmentation_config=self.get_config()["augmentation"], verbose=0 if verbose == 0 else 1,
-            identity={"backbone": self._backbone_config(), "backbone_options": self.backbone_options, "weights": self.weights,
+            identity={"backbone": self._backbone_config(), "backbone_options": self.backbone_options,
+                      "weights": getattr(self, "_initial", None) or self.weights,
                       "precision": self.precision_policy},
             distribution=self.distribution)
 
@@ -614,6 +627,8 @@ class TwoPhaseTrainer:
         described = {"class_names": list(data.class_names), "image_size": list(data.image_size),
                      "batch_size": getattr(data, "batch_size", None),
                      "files": {split: f.digest()[:16] for split, f in files.items()} or None}
+        if getattr(self, "_initial", None):  # a warm start: the weights it started from
+            described["initial_model"] = self._initial
         if hasattr(data, "label_digest"):  # a table's labels are not its file paths
             described["labels"] = data.label_digest()
         return {**self.run_settings(epochs, fine_tune_epochs), "data": described}, files
