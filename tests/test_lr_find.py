@@ -30,10 +30,15 @@ def test_each_steps_own_loss_is_recovered_from_the_running_mean():
 def test_the_suggestion_follows_its_rule():
     rates = np.geomspace(1e-6, 1, 61)
     losses = np.r_[np.full(30, 2.0), np.linspace(2.0, 0.5, 20), np.linspace(0.5, 9, 11)]  # lowest at step 49
-    sweep = LRSweep.of(1, rates, losses, smoothing=0.0)
-    assert sweep.suggestion == pytest.approx(rates[49] / 10) and "lowest smoothed loss" in sweep.rule
-    smoothed = LRSweep.of(1, rates, losses)  # smoothing lags: the lowest smoothed loss comes later
-    assert smoothed.suggestion == pytest.approx(rates[int(np.argmin(smoothed.smoothed))] / 10)
+    sweep = LRSweep.of(1, rates, losses, smoothing=0.0)  # steps 49, 50: 0.5; step 51 (1.35) is above twice that
+    assert sweep.suggestion == pytest.approx(rates[50] / 10) and "doubled its lowest" in sweep.rule
+    flat = np.r_[np.full(40, 0.1) + 0.01 * np.sin(np.arange(40)), np.linspace(0.1, 1.0, 21)]  # noisy, then up
+    sweep = LRSweep.of(2, rates, flat, smoothing=0.0)
+    first_above = 40 + int(np.argmax(flat[40:] > 2 * flat.min()))
+    assert sweep.suggestion == pytest.approx(rates[first_above - 1] / 10)  # not at the noise's lowest point
+    assert int(np.argmin(flat)) < 40
+    never = LRSweep.of(1, rates, np.linspace(2.0, 1.5, 61), smoothing=0.0)
+    assert never.suggestion == pytest.approx(rates[-1] / 10) and "never doubled" in never.rule
 
 
 def test_both_phases_are_swept_and_the_trainer_is_left_fresh(tiny_data, tmp_path):
@@ -43,7 +48,10 @@ def test_both_phases_are_swept_and_the_trainer_is_left_fresh(tiny_data, tmp_path
     for sweep in finding.sweeps.values():
         assert 11 <= len(sweep.losses) <= 30 and len(sweep.learning_rates) == len(sweep.losses)
         assert np.all(np.diff(sweep.learning_rates) > 0) and np.isfinite(sweep.losses).all()
-        assert sweep.suggestion == pytest.approx(sweep.learning_rates[np.nanargmin(sweep.smoothed)] / 10)
+        best = int(np.nanargmin(sweep.smoothed))
+        above = np.flatnonzero(sweep.smoothed[best:] > 2 * sweep.smoothed[best])
+        at = sweep.learning_rates[best + above[0] - 1] if len(above) else sweep.learning_rates[-1]
+        assert sweep.suggestion == pytest.approx(at / 10)
     assert finding.learning_rate == finding.sweeps[1].suggestion
     assert finding.fine_tune_lr_factor == pytest.approx(finding.sweeps[2].suggestion / finding.sweeps[1].suggestion)
     fresh = TwoPhaseTrainer(backbone="test_cnn", weights=None, seed=0, unfreeze_from="block2", augmentation=None)

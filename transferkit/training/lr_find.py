@@ -6,15 +6,23 @@ at the suggested rate, sweeps the fine-tuning rate at the unfreeze point. On the
 both sweeps run on cached features, so a sweep costs seconds once the features exist. The sweeps train
 copies of nothing: they change the trainer's model, which `lr_find` rebuilds afresh before it returns.
 
-The rule (Smith, 2017; fastai's first ``lr_find``): the suggestion is a tenth of the rate at which the
-smoothed loss was lowest. The sweep stops early once the smoothed loss exceeds four times its minimum.
+The rule: the suggestion is a tenth of the last rate before the smoothed loss, past its lowest point,
+first rises to twice that lowest value. On a falling curve (phase 1, from a fresh head) that is about the
+lowest point, as in Smith (2017) and fastai's first ``lr_find``; on a curve that is flat before it rises
+(phase 2, from a trained head, where the lowest point is wherever the noise put it) it is where training
+starts to break what phase 1 learnt. "A tenth of the lowest point" alone suggested almost the sweep's
+first rate for phase 2 on the shared photos (benchmarks/README.md). The sweep stops early once the
+smoothed loss exceeds four times its lowest.
 
 >>> import numpy as np
 >>> rates = np.geomspace(1e-5, 1, 51)
->>> losses = 1 + (np.log10(rates) + 2) ** 2     # lowest at 1e-2
->>> sweep = LRSweep.of(1, rates, losses, smoothing=0.0)
+>>> falling = 1 + (np.log10(rates) + 2) ** 2         # lowest at 1e-2, twice that at 1e-1
+>>> float(round(LRSweep.of(1, rates, falling, smoothing=0.0).suggestion, 6))
+0.01
+>>> flat = np.where(rates < 1e-3, 0.1, 0.1 * (1 + 1e3 * (rates - 1e-3)))   # breaks from 1e-3 on
+>>> sweep = LRSweep.of(2, rates, flat, smoothing=0.0)
 >>> float(round(sweep.suggestion, 6)), sweep.rule
-(0.001, 'a tenth of the rate with the lowest smoothed loss (0.01)')
+(0.0002, 'a tenth of the last rate (0.002) before the smoothed loss doubled its lowest (0.1)')
 """
 
 from __future__ import annotations
@@ -55,9 +63,16 @@ class LRSweep:
         if not finite.any():
             raise ValueError(f"The phase-{phase} sweep gave no finite loss: lower min_lr.")
         best = int(np.nanargmin(np.where(finite, smoothed, np.nan)))
-        at = float(learning_rates[best])
-        return cls(phase, learning_rates, losses, smoothed, at / 10,
-                   f"a tenth of the rate with the lowest smoothed loss ({at:.3g})")
+        lowest = float(smoothed[best])
+        risen = np.flatnonzero(~(smoothed[best:] <= lowest + max(abs(lowest), 1e-8)))  # NaN, inf: risen
+        if len(risen):
+            at = float(learning_rates[best + risen[0] - 1])
+            rule = f"a tenth of the last rate ({at:.3g}) before the smoothed loss doubled its lowest ({lowest:.3g})"
+        else:
+            at = float(learning_rates[-1])
+            rule = (f"a tenth of the sweep's last rate ({at:.3g}): the smoothed loss never doubled its lowest "
+                    f"({lowest:.3g}); a higher max_lr shows more")
+        return cls(phase, learning_rates, losses, smoothed, at / 10, rule)
 
     def to_dict(self) -> dict:
         return {"phase": self.phase, "suggestion": self.suggestion, "rule": self.rule,
