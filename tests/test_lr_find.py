@@ -37,6 +37,9 @@ def test_the_suggestion_follows_its_rule():
     first_above = 40 + int(np.argmax(flat[40:] > 2 * flat.min()))
     assert sweep.suggestion == pytest.approx(rates[first_above - 1] / 10)  # not at the noise's lowest point
     assert int(np.argmin(flat)) < 40
+    assert sweep.usable
+    rising = LRSweep.of(2, rates, 0.1 * (1 + 0.5 * np.arange(61)), smoothing=0.0)  # a loss that only rises
+    assert not rising.usable and "suggests nothing" in rising.rule
     never = LRSweep.of(1, rates, np.linspace(2.0, 1.5, 61), smoothing=0.0)
     assert never.suggestion == pytest.approx(rates[-1] / 10) and "never doubled" in never.rule
 

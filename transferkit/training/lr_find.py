@@ -53,6 +53,7 @@ class LRSweep:
     smoothed: np.ndarray
     suggestion: float
     rule: str
+    usable: bool = True  # False: the loss rose from the sweep's first rates on, so it suggests nothing
 
     @classmethod
     def of(cls, phase: int, learning_rates, losses, smoothing: float = SMOOTHING) -> "LRSweep":
@@ -66,8 +67,13 @@ class LRSweep:
         lowest = float(smoothed[best])
         risen = np.flatnonzero(~(smoothed[best:] <= lowest + max(abs(lowest), 1e-8)))  # NaN, inf: risen
         if len(risen):
-            at = float(learning_rates[best + risen[0] - 1])
+            position = best + risen[0] - 1
+            at = float(learning_rates[position])
             rule = f"a tenth of the last rate ({at:.3g}) before the smoothed loss doubled its lowest ({lowest:.3g})"
+            if position < len(learning_rates) // 10:
+                rule += ("; that is among the sweep's first rates: the loss only rose, so the sweep suggests "
+                         "nothing (keep the default, or sweep from a lower min_lr)")
+                return cls(phase, learning_rates, losses, smoothed, at / 10, rule, usable=False)
         else:
             at = float(learning_rates[-1])
             rule = (f"a tenth of the sweep's last rate ({at:.3g}): the smoothed loss never doubled its lowest "
@@ -75,7 +81,7 @@ class LRSweep:
         return cls(phase, learning_rates, losses, smoothed, at / 10, rule)
 
     def to_dict(self) -> dict:
-        return {"phase": self.phase, "suggestion": self.suggestion, "rule": self.rule,
+        return {"phase": self.phase, "suggestion": self.suggestion, "rule": self.rule, "usable": self.usable,
                 "learning_rates": self.learning_rates.tolist(), "losses": self.losses.tolist(),
                 "smoothed": [None if not math.isfinite(v) else v for v in self.smoothed.tolist()]}
 
@@ -93,7 +99,8 @@ class LRFinding:
         lines = []
         for phase, sweep in self.sweeps.items():
             lines.append(f"phase {phase}: {len(sweep.learning_rates)} steps from {sweep.learning_rates[0]:.3g} to "
-                         f"{sweep.learning_rates[-1]:.3g}; suggested {sweep.suggestion:.3g}, {sweep.rule}")
+                         f"{sweep.learning_rates[-1]:.3g}; {'suggested' if sweep.usable else 'NOT USABLE:'} "
+                         f"{sweep.suggestion:.3g}, {sweep.rule}")
         settings = [f"learning_rate={self.learning_rate:.3g}"] if self.learning_rate is not None else []
         if self.fine_tune_lr_factor is not None:
             settings.append(f"fine_tune_lr_factor={self.fine_tune_lr_factor:.3g}")
