@@ -64,7 +64,9 @@ def test_both_phases_are_swept_and_the_trainer_is_left_fresh(tiny_data, tmp_path
     fresh.build(tiny_data.class_names, tiny_data.image_size)
     for mine, theirs in zip(trainer.model.get_weights(), fresh.model.get_weights()):
         np.testing.assert_array_equal(mine, theirs)  # the sweeps' weights are gone
-    assert finding.plot(tmp_path / "lr.png").stat().st_size > 0
+    from transferkit.evaluation import plot_lr_find
+
+    assert plot_lr_find(finding, tmp_path / "lr.png").stat().st_size > 0
     assert "suggested: TwoPhaseTrainer(learning_rate=" in str(finding)
 
 

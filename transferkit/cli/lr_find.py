@@ -60,7 +60,9 @@ def run(args) -> int:
                               epochs=args.epochs)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    finding.plot(out / "lr_find.png")
+    from transferkit.evaluation.plots import plot_lr_find
+
+    plot_lr_find(finding, out / "lr_find.png")
     (out / "lr_find.json").write_text(json.dumps(finding.to_dict(), indent=2))
     if args.json:
         print(json.dumps(finding.to_dict()), file=args.stdout)

@@ -25,6 +25,7 @@ __all__ = [
     "plot_gradcam",
     "gradcam",
     "plot_tuning",
+    "plot_lr_find",
     "plot_gallery",
     "plot_reliability",
 ]
@@ -323,5 +324,30 @@ def plot_tuning(trials: list[dict], score_name: str, path: os.PathLike | str) ->
         ax.set_ylabel(score_name)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{len(scored)} trials: {score_name} against each hyperparameter (best: red star)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_lr_find(finding, path: os.PathLike | str) -> Path:
+    """A learning-rate finder's sweeps (`transferkit.training.lr_find.LRFinding`): loss against learning rate
+    (log scale), one panel a phase, the suggestion marked (dotted where the sweep suggests nothing)."""
+    from transferkit.training.lr_find import DIVERGENCE
+
+    fig, axes = _grid(len(finding.sweeps), columns=2)
+    for ax, sweep in zip(axes, finding.sweeps.values()):
+        ax.axis("on")
+        ax.plot(sweep.learning_rates, sweep.losses, alpha=0.3, label="loss")
+        ax.plot(sweep.learning_rates, sweep.smoothed, label="smoothed")
+        ax.axvline(sweep.suggestion, color="red", linestyle="--" if sweep.usable else ":",
+                   label=f"suggested {sweep.suggestion:.2g}" if sweep.usable else "no usable suggestion")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"phase {sweep.phase}")
+        finite = sweep.smoothed[np.isfinite(sweep.smoothed)]
+        if len(finite):
+            ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite.min() * DIVERGENCE) * 1.1)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -28,9 +28,7 @@ smoothed loss exceeds four times its lowest.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -110,28 +108,6 @@ class LRFinding:
     def to_dict(self) -> dict:
         return {"learning_rate": self.learning_rate, "fine_tune_lr_factor": self.fine_tune_lr_factor,
                 "sweeps": [s.to_dict() for s in self.sweeps.values()]}
-
-    def plot(self, path: os.PathLike | str) -> Path:
-        """Loss against learning rate (log scale), one panel a phase, the suggestion marked."""
-        from transferkit.evaluation.plots import _grid, _save
-
-        fig, axes = _grid(len(self.sweeps), columns=2)
-        for ax, sweep in zip(axes, self.sweeps.values()):
-            ax.axis("on")
-            ax.plot(sweep.learning_rates, sweep.losses, alpha=0.3, label="loss")
-            ax.plot(sweep.learning_rates, sweep.smoothed, label="smoothed")
-            ax.axvline(sweep.suggestion, color="red", linestyle="--", label=f"suggested {sweep.suggestion:.2g}")
-            ax.set_xscale("log")
-            ax.set_xlabel("learning rate")
-            ax.set_ylabel("training loss")
-            ax.set_title(f"phase {sweep.phase}")
-            finite = sweep.smoothed[np.isfinite(sweep.smoothed)]
-            if len(finite):
-                ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite.min() * DIVERGENCE) * 1.1)
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        return _save(fig, path)
 
 
 def _smoothed(losses: np.ndarray, smoothing: float) -> np.ndarray:
