@@ -118,3 +118,20 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
                        for title, text in report.sections]
+
+
+
+from transferkit.training import PhaseCallback  # noqa: E402  (after the backend is chosen, above)
+
+
+class TrainedInPhaseTwo(PhaseCallback):
+    """The paths of the variables phase 2's model trains (``paths``, read at its first epoch)."""
+
+    phase, paths = 0, None
+
+    def on_phase_begin(self, phase, logs=None):
+        self.phase = phase
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.phase == 2 and self.paths is None:
+            self.paths = {v.path for v in self.model.trainable_weights}

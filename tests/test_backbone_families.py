@@ -6,10 +6,10 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import TrainedInPhaseTwo
 
 from transferkit import TwoPhaseTrainer, get_backbone, get_backbone_spec, list_backbones, load_model
 from transferkit.models.backbones import backbone_from_model
-from transferkit.training import PhaseCallback
 from transferkit.training.features import split_backbone
 
 # family: (first block, last block, the block phase 2 starts at here, what trains from it on: the names of
@@ -58,19 +58,6 @@ def test_blocks_and_a_cut_through_them_are_exact(name):
     expected = np.asarray(model(x))
     np.testing.assert_allclose(np.asarray(top(crossing)), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     np.testing.assert_allclose(np.asarray(whole), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-
-
-class TrainedInPhaseTwo(PhaseCallback):
-    """The names of the layers whose weights phase 2's model trains."""
-
-    phase, paths = 0, None
-
-    def on_phase_begin(self, phase, logs=None):
-        self.phase = phase
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.phase == 2 and self.paths is None:
-            self.paths = {v.path for v in self.model.trainable_weights}
 
 
 def _backbone_layers_trained(backbone: keras.Model, paths: set) -> set:

@@ -150,34 +150,25 @@ def test_a_transformer_preset_has_its_encoder_blocks_and_a_cut_between_them_is_e
     np.testing.assert_allclose(first[:, 0, 0], tokens[:, 0], rtol=1e-5, atol=1e-6)
 
 
-def _trained_layers(backbone, variables) -> set:
+def _trained_layers(backbone, paths) -> set:
+    """The backbone layers the variable ``paths`` belong to (a block's variables sit inside its sublayers)."""
     names = {layer.name for layer in backbone.layers}
-    return {next(part for part in v.path.split("/") if part in names) for v in variables
-            if any(part in names for part in v.path.split("/"))}
+    return {next(part for part in path.split("/") if part in names) for path in paths
+            if any(part in names for part in path.split("/"))}
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
 @pytest.mark.parametrize("cache_features", [True, pytest.param(False, marks=pytest.mark.families)])
 def test_a_transformer_preset_trains_exactly_its_blocks_from_the_unfreeze_point(transformer_presets, name,
                                                                                cache_features, tiny_data, tmp_path):
-    from transferkit.training.callbacks import PhaseCallback
-
-    class TrainedInPhaseTwo(PhaseCallback):
-        phase, variables = 0, None
-
-        def on_phase_begin(self, phase, logs=None):
-            self.phase = phase
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if self.phase == 2 and self.variables is None:
-                self.variables = list(self.model.trainable_weights)
+    from conftest import TrainedInPhaseTwo
 
     folder, _ = transformer_presets[name]
     _, point, trains = TRANSFORMERS[name]
     probe = TrainedInPhaseTwo()
     trainer = TwoPhaseTrainer(backbone=folder, unfreeze_from=point, seed=0, cache_features=cache_features)
     result = trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, verbose=0, callbacks=[probe])
-    assert _trained_layers(trainer.backbone_model, probe.variables) == trains
+    assert _trained_layers(trainer.backbone_model, probe.paths) == trains
     path = result.classifier.save(tmp_path / f"{name}.keras")
     images = tiny_data.images("test")
     np.testing.assert_allclose(load_model(path).predict(images), result.classifier.predict(images), atol=1e-6)

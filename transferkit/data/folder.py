@@ -257,12 +257,13 @@ class ImageFolder:
         if not recorded:
             raise ValueError("recorded_split holds no file lists: give a trained model's split record "
                              "(Classifier.split, or ImageFolder.split_record()).")
-        chosen = {}
+        chosen, new = {}, {}
         for split, positions in self._indices.items():
+            new[split] = 0
             for i in positions:
-                chosen[int(i)] = recorded.get(self._relative(self._paths[i]), split)
-        new = {split: sum(1 for i in positions if self._relative(self._paths[i]) not in recorded)
-               for split, positions in self._indices.items()}
+                name = self._relative(self._paths[i])
+                chosen[int(i)] = recorded.get(name, split)
+                new[split] += name not in recorded
         self._indices = {split: np.asarray(sorted(i for i, s in chosen.items() if s == split), dtype=np.int64)
                          for split in SPLITS if any(s == split for s in chosen.values())}
         return new
