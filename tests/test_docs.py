@@ -29,7 +29,7 @@ WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_orde
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"(?P<before>[^\n]*)\n```(?P<lang>[a-z]*)\n(?P<code>.*?)\n```", re.S)
 NOT_RUN = re.compile(r"<!-- not run[^>]*?(tests/\S+\.py)::(\w+)")
-NOT_RUN_COMMANDS = ("pip", "make", "tensorboard", "python")  # installs, builds, other programs
+NOT_RUN_COMMANDS = ("pip", "make", "tensorboard", "mlflow", "python")  # installs, builds, other programs
 
 
 def code_blocks(page: Path) -> list[tuple[str, str, str]]:

@@ -5,6 +5,7 @@ Train with the two-phase recipe; writes model.keras, metrics.json and pictures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -31,6 +32,9 @@ def add_parser(commands) -> None:
                         "backbone: to continue it on more images or more classes; its recorded validation and test "
                         "images stay in their splits")
     p.add_argument("--log-dir", default=None, help="also write TensorBoard logs here (both phases as one run)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="also log the run to MLflow, both phases as one run with its settings, final metrics and "
+                        "files (MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_NAME say where; needs transferkit[mlflow])")
     p.add_argument("--devices", type=devices_option, default=1, metavar="N|all",
                    help="train data-parallel on N devices (GPUs; without GPUs, N logical CPU devices sharing the "
                         "same cores, for trying it out): MirroredStrategy on TensorFlow, DataParallel on JAX")
@@ -60,6 +64,13 @@ def check(args) -> None:
             model_file(args.init_from)
         except FileNotFoundError as exc:
             raise UsageError(f"--init-from: {exc}") from None
+    if getattr(args, "mlflow", False):
+        import importlib.util
+
+        from transferkit.training.trackers import MISSING
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UsageError(f"--mlflow: {MISSING}")
     if args.views < 1:
         raise UsageError(f"--views {args.views}: give at least 1 augmented view per image.")
     if args.resume and _asks_for_processes(args):
@@ -130,15 +141,26 @@ def run(args) -> int:
         import keras
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=args.log_dir))
-    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=callbacks,
-                         initial_model=initial,
-                         checkpoint_dir=None if several else folder.checkpoint,
-                         verbose="auto" if sys.stdout.isatty() else 2)  # 2: one plain line an epoch, for logs
-    if not folder.writes:
-        print(f"Process {distribute.process_index()} of {distribute.processes(distribution)}: trained; "
-              f"process 0 writes the run to its {folder.path}.")
-        return 0
-    metrics = folder.save(trainer, result, data, split="test" if data.test is not None else "validation")
+    tracking = contextlib.nullcontext()
+    if args.mlflow and folder.writes:
+        from transferkit.training.trackers import MlflowRun
+
+        tracking = MlflowRun(trainer, run_name=folder.path.name)
+        callbacks += tracking.callbacks
+    with tracking:
+        result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, callbacks=callbacks,
+                             initial_model=initial,
+                             checkpoint_dir=None if several else folder.checkpoint,
+                             verbose="auto" if sys.stdout.isatty() else 2)  # 2: one plain line an epoch, for logs
+        if not folder.writes:
+            print(f"Process {distribute.process_index()} of {distribute.processes(distribution)}: trained; "
+                  f"process 0 writes the run to its {folder.path}.")
+            return 0
+        metrics = folder.save(trainer, result, data, split="test" if data.test is not None else "validation")
+        if args.mlflow:
+            tracking.finish(result, {k: v for k, v in metrics.items() if k not in ("history", "data")},
+                            files=metrics["files"])
+            print(f"Logged to MLflow: run {tracking.run_id} ({tracking.mlflow.get_tracking_uri()})")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, default=str), file=args.stdout)
     else:

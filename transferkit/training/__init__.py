@@ -1,4 +1,4 @@
-"""Training: `TwoPhaseTrainer`, the frozen-feature cache, checkpoints, callbacks and several devices.
+"""Training: `TwoPhaseTrainer`, the frozen-feature cache, checkpoints, callbacks, trackers and several devices.
 
 >>> from transferkit.training import TwoPhaseTrainer, PhaseSummary
 """
@@ -12,5 +12,6 @@ __getattr__, __dir__, __all__ = _lazy_exports(__name__, {
     "Recipe": "settings", "FastPath": "settings", "PRESETS": "settings",
     "RunCheckpoint": "checkpoint",
     "PhaseCallback": "callbacks", "PhaseSummary": "callbacks",
+    "MlflowRun": "trackers",
     "for_devices": "distribute", "for_processes": "distribute",
 })
