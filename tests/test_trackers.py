@@ -133,3 +133,11 @@ def test_train_mlflow_without_mlflow_says_how_to_install_it(tmp_path, monkeypatc
     assert main(["train", str(root), "--output", str(tmp_path / "run"), "--mlflow"]) == 2
     assert "pip install 'transferkit[mlflow]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_flat_params_nests_with_dots_and_cuts_values_to_what_mlflow_takes():
+    from transferkit.training.trackers import flat_params
+
+    params = flat_params({"augmentation": {"layers": ["x" * 7000]}, "image_size": (192, 192), "options": {}})
+    assert params["image_size"] == "[192, 192]" and params["options"] == "{}"
+    assert len(params["augmentation.layers"]) == 6000 and params["augmentation.layers"].endswith("...")

@@ -20,6 +20,7 @@ import re
 __all__ = ["MlflowRun", "flat_params"]
 
 _NOT_IN_A_NAME = re.compile(r"[^\w\-. /]")  # what MLflow refuses in a metric's name
+_LONGEST = 6000  # characters in a parameter's value (MLflow's limit since 2.x)
 MISSING = "MLflow is not installed: pip install 'transferkit[mlflow]' (or mlflow itself)."
 
 
@@ -33,7 +34,8 @@ def _mlflow():
 
 
 def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
-    """``config`` as MLflow parameters: nested dicts as dotted names, other values as text.
+    """``config`` as MLflow parameters: nested dicts as dotted names, other values as text (cut at
+    MLflow's 6,000 characters).
 
     >>> flat_params({"learning_rate": 0.001, "head": {"dropout": 0.2}, "image_size": None})
     {'learning_rate': '0.001', 'head.dropout': '0.2', 'image_size': 'None'}
@@ -44,7 +46,7 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
             params.update(flat_params(value, f"{prefix}{key}."))
         else:
             text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
-            params[f"{prefix}{key}"] = text
+            params[f"{prefix}{key}"] = text if len(text) <= _LONGEST else text[: _LONGEST - 3] + "..."
     return params
 
 
