@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-unit test-realdata test-docs docs mutation clean
+.PHONY: install demo test test-slow test-unit test-realdata test-docs test-without-tensorflow docs mutation clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -29,6 +29,26 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow and not docs" $(ARGS)
 
+# A second environment WITHOUT TensorFlow (JAX, and PyTorch's CPU wheel where one is at hand without a download of
+# several GB): the backends tier, the pipelines and the commands there (docs/howto/platforms.md; ~4 min once installed).
+NOTF_VENV ?= .venv-without-tensorflow
+NOTF_BIN := $(NOTF_VENV)/bin
+NOTF_STAMP := $(NOTF_VENV)/.installed
+
+$(NOTF_STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(NOTF_VENV)
+	$(NOTF_BIN)/python -m pip install --quiet --upgrade pip
+	TRANSFERKIT_WITHOUT_TENSORFLOW=1 $(NOTF_BIN)/python -m pip install --quiet -e ".[jax,test]"
+	$(NOTF_BIN)/python -m pip install --quiet --only-binary=:all: "torch==2.13.0+cpu" \
+		|| echo "no local CPU wheel of PyTorch: its tests skip, saying so"
+	touch $(NOTF_STAMP)
+
+test-without-tensorflow: $(NOTF_STAMP)
+	$(NOTF_BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is not None)" \
+		|| (echo "TensorFlow is installed in $(NOTF_VENV): this tier needs an environment without it" && false)
+	env -u KERAS_BACKEND JAX_PLATFORMS=cpu $(NOTF_BIN)/python -m pytest -m "backends or without_tensorflow or not slow" \
+		tests/test_backends.py tests/test_without_tensorflow.py tests/test_pipeline.py transferkit/data $(ARGS)
+
 test-docs: $(STAMP)
 	$(BIN)/python -m pytest -m docs $(ARGS)
 
@@ -47,4 +67,4 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache mutants
+	rm -rf $(VENV) $(NOTF_VENV) build dist *.egg-info .pytest_cache mutants

@@ -51,6 +51,44 @@ for name, cached in (("cached", True), ("exact", False)):
         "probabilities_sum": float(np.abs(probabilities.sum(axis=1) - 1).max()),
         "features_computed": len(built) - before,
     }
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops the run as a kill would, after epoch ``at`` (counted over both phases)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+# Resume inside phase 1 on the fast path: the resumed run ends as the uninterrupted one.
+settings = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2, seed=5)
+images = data.images("validation")
+whole = tiny_trainer(**settings)
+whole.fit(data, epochs=3, fine_tune_epochs=1, verbose=0, checkpoint_dir=out / "whole")
+try:
+    tiny_trainer(**settings).fit(data, epochs=3, fine_tune_epochs=1, verbose=0, callbacks=[Interrupt(1)],
+                                 checkpoint_dir=out / "resumed")
+except KeyboardInterrupt:
+    pass
+resumed = tiny_trainer(**settings)
+resumed.fit(data, epochs=3, fine_tune_epochs=1, verbose=0, checkpoint_dir=out / "resumed")
+report["resume_difference"] = float(np.abs(resumed.predict(images) - whole.predict(images)).max())
+report["resume_spread"] = float(np.ptp(whole.predict(images)[:, 1]))
+
+# A search of two trials (in this process) finds a best model that loads.
+from transferkit.tuning import tune  # noqa: E402
+
+search = tune(data, out / "search", max_trials=2, output=out / "search-out", verbose=0, isolate_trials=False,
+              backbone="test_cnn", backbone_options={}, weights=None, unfreeze_points=["block1", "block2"], epochs=1,
+              fine_tune_epochs=1, seed=1, augmentation=None)
+report["search_trials"] = len(search.trials)
+report["search_best_loads"] = load_model(out / "search-out" / "best.keras").class_names == data.class_names
+
 # TFLite from this backend: converted in a process on the TensorFlow backend (where TensorFlow is installed).
 try:
     import tensorflow  # noqa: F401

@@ -3,8 +3,9 @@
 import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import transferkit  # noqa: E402,F401 - chooses the backend first: TensorFlow, or where it is absent JAX
 
 import keras
 import numpy as np

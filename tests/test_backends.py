@@ -1,6 +1,8 @@
 """The other backends' tier: the same library on Keras's JAX and PyTorch backends, each in a process of
-its own (marked `backends`; skipped, saying why, where the backend's package is not installed). CI
-installs JAX (the dev extra); PyTorch runs where it is installed."""
+its own (marked `backends`; skipped, saying why, where the backend's package is not installed): both
+training paths, a resume inside phase 1, predict, evaluate, Grad-CAM, the .keras round trip and a search.
+CI runs it twice: beside TensorFlow (`make test-slow`, JAX from the dev extra) and in an environment
+without TensorFlow (`make test-without-tensorflow`, JAX and PyTorch's CPU wheel)."""
 
 import json
 import os
@@ -31,5 +33,7 @@ def test_training_prediction_gradcam_and_save_load(backend, package, tmp_path):
         assert seen["cam_shape"] == [4, 32, 32] and seen["cam_finite"] and seen["cam_max"] > 0.5, seen
         assert seen["probabilities_sum"] < 1e-5, seen
         assert seen["features_computed"] == (1 if name == "cached" else 0), seen  # the path it names
+    assert report["resume_difference"] < 1e-5 < report["resume_spread"], report  # resumed inside phase 1
+    assert report["search_trials"] == 2 and report["search_best_loads"], report
     if report["tflite_difference"] is not None:  # exported through a TensorFlow process, not a raw converter error
         assert report["tflite_difference"] < 1e-4, report

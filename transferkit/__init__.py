@@ -17,27 +17,42 @@ The packages, each importing only those before it:
 - `transferkit.cli`: the ``transferkit`` command
 
 The names below are imported on first use, so ``import transferkit`` (and ``transferkit --help``)
-does not load TensorFlow until something needs it.
+does not load TensorFlow until something needs it. Without a backend chosen (``KERAS_BACKEND``, or ``keras.json`` naming
+one that is installed), transferkit picks TensorFlow, or where it is not installed JAX, then PyTorch.
 """
 
 import json as _json
 import os as _os
 
 
-def _backend_chosen() -> bool:
-    """Whether the environment or ``keras.json`` (as Keras finds it) names a backend."""
-    if _os.environ.get("KERAS_BACKEND"):
-        return True
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+def _backend_in_keras_json() -> str | None:
+    """The backend ``keras.json`` names, as Keras finds it (Keras writes "tensorflow" there on first use)."""
     home = _os.environ.get("KERAS_HOME") or _os.path.join(_os.path.expanduser("~"), ".keras")
     try:
         with open(_os.path.join(home, "keras.json")) as f:
-            return bool(_json.load(f).get("backend"))
+            return _json.load(f).get("backend") or None
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
-if not _backend_chosen():
-    _os.environ["KERAS_BACKEND"] = "tensorflow"
+def _default_backend() -> str:
+    """TensorFlow where it is installed (what a plain install brings); else JAX, else PyTorch."""
+    for backend, package in (("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")):
+        if _installed(package):
+            return backend
+    return "tensorflow"  # Keras then says that TensorFlow is missing
+
+
+if not _os.environ.get("KERAS_BACKEND"):
+    _named = _backend_in_keras_json()
+    if _named is None or (_named == "tensorflow" and not _installed("tensorflow")):
+        _os.environ["KERAS_BACKEND"] = _default_backend()
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from transferkit._internal import legacy as _legacy  # noqa: E402

@@ -219,6 +219,11 @@ def _device_line(distribution=None) -> str:
             return (f"Training on {count} JAX device(s) ({kinds}) of {distribute.processes(distribution)} "
                     f"processes; this is process {distribute.process_index()}")
         return f"Training on {count} of {len(jax.devices())} JAX device(s) ({kinds})"
+    if keras.backend.backend() == "torch":
+        import torch
+
+        where = f"the GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU (PyTorch sees no GPU)"
+        return f"Training on {where}"
     if distribute.gpu_visible():
         import tensorflow as tf
 

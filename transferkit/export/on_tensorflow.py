@@ -39,8 +39,8 @@ def export_on_tensorflow(classifier, path: Path, format: str, representative_ima
     """`transferkit.export.export` run in a process on the TensorFlow backend; returns ``path``."""
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError(f"Export to {format} converts through TensorFlow, which is not installed here: "
-                          'pip install tensorflow, or export on a machine that has it (the .keras '
-                          "file works on every backend).")
+                          'pip install "transferkit[tensorflow]" (the .keras file works on every backend, '
+                          "and can be exported on a machine that has TensorFlow).")
     with tempfile.TemporaryDirectory(prefix="transferkit-export-") as tmp:
         model = classifier.save(Path(tmp) / "model.keras")
         request = {"model": str(model), "path": str(Path(path).absolute()), "format": format, **options}

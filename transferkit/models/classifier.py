@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from transferkit.data.pipeline import ArrayBatches, images_only
 from transferkit.models import tokens  # noqa: F401  (registers TokensAsMap, a transformer backbone's layer)
 from transferkit.models.head import ClassProbabilities
 from transferkit.models.inference import Predictor
@@ -27,7 +28,8 @@ class Classifier(Predictor):
     """A Keras model from raw RGB pixels (0-255) to one probability per class, with its class names.
 
     ``predict`` takes what every `Predictor` takes (an image array, one image, a list of image file
-    paths) and also a ``tf.data.Dataset`` (of images, or of ``(images, labels)``).
+    paths) and also a dataset (``tf.data`` or `ArrayBatches`, as `ImageFolder` gives) of images or of
+    ``(images, labels)``.
     """
 
     def __init__(self, model: keras.Model):
@@ -58,13 +60,11 @@ class Classifier(Predictor):
         return self.model.predict(images, batch_size=batch_size, verbose=verbose)  # Keras batches by itself
 
     def predict(self, x, batch_size: int = 32, verbose: int = 0, tta: bool = False) -> np.ndarray:
-        if not hasattr(x, "element_spec"):
+        if not (hasattr(x, "element_spec") or isinstance(x, ArrayBatches)):
             return super().predict(x, batch_size, verbose, tta)
-        images = x.map(lambda *batch: batch[0]) if isinstance(x.element_spec, tuple) else x  # a tf.data.Dataset
-        probabilities = self.model.predict(images, verbose=verbose)
+        probabilities = self.model.predict(images_only(x), verbose=verbose)
         if tta:
-            mirrored = images.map(lambda batch: batch[:, :, ::-1])
-            probabilities = (probabilities + self.model.predict(mirrored, verbose=verbose)) / 2
+            probabilities = (probabilities + self.model.predict(images_only(x, mirror=True), verbose=verbose)) / 2
         return probabilities
 
     def save(self, path: os.PathLike | str, overwrite: bool = False) -> Path:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import random
+
 import keras
 from keras import ops
 
@@ -59,7 +61,10 @@ class ClassifierHead(keras.layers.Layer):
         self.hidden = (
             keras.layers.Dense(hidden_units, activation=hidden_activation, name="hidden") if hidden_units else None
         )
-        self.drop = keras.layers.Dropout(dropout, name="dropout")
+        # The seed Keras would draw itself, given explicitly: PyTorch's dropout then draws from the layer's
+        # own seed state (which checkpoints keep) instead of torch's global generator, so a resumed run repeats.
+        seed = random.randint(1, int(1e9)) if dropout > 0 else None
+        self.drop = keras.layers.Dropout(dropout, seed=seed, name="dropout")
         # float32 logits whatever the policy: a mixed-precision loss and sigmoid stay exact
         self.logits = keras.layers.Dense(self.units, name="logits", dtype="float32") if num_classes else None
 

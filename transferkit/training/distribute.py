@@ -91,6 +91,10 @@ def gpu_visible() -> bool:
         import jax
 
         return any(device.platform == "gpu" for device in jax.devices())
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

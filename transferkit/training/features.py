@@ -299,27 +299,13 @@ class FrozenFeatures:
         return keras.Model(inputs, values)
 
     def _fill(self, dataset, arrays, extractor, augment, verbose) -> None:
-        import tensorflow as tf
-
         views = self.views if augment is not None else 1
-        # Keras's random layers run inside tf.data on every backend, but a Sequential around them
-        # converts its input to the backend's arrays first, which a tf.data graph cannot hold.
-        steps = augment.layers if isinstance(augment, keras.Sequential) else [augment]
-
-        def augmented(x, y):
-            for step in steps:
-                x = step(x, training=True)
-            return x, y
-
         total = len(arrays[0])
         bar = progress(total, "Computing frozen features", unit="image view", verbose=verbose)
         row = 0
         for view in range(views):
-            source = dataset
-            if view > 0:  # augmentation runs in the input pipeline, in training mode
-                source = dataset.map(augmented)  # in order: seeds repeat
-            for images, _ in source.prefetch(tf.data.AUTOTUNE):
-                values = extractor(np.asarray(images))
+            for images in _view_batches(dataset, augment if view > 0 else None):
+                values = extractor(images)
                 for array, value in zip(arrays, values):
                     array[row : row + len(value)] = value.astype(self.dtype)
                 row += len(values[0])
@@ -363,3 +349,28 @@ class FrozenFeatures:
 
 def _layer_config(layer):
     return None if layer is None else [type(layer).__name__, layer.get_config()]
+
+
+def _view_batches(dataset, augment):
+    """The images of ``dataset``'s batches in order, as NumPy arrays, through ``augment`` in training mode
+    when given: inside ``tf.data`` for a ``tf.data`` dataset, eagerly on the backend's arrays otherwise.
+    Either way the layers' seed generators advance batch by batch, so a seeded run repeats."""
+    steps = [] if augment is None else augment.layers if isinstance(augment, keras.Sequential) else [augment]
+    if hasattr(dataset, "element_spec"):
+        import tensorflow as tf
+
+        def augmented(x, y):
+            # Keras's random layers run inside tf.data on every backend, but a Sequential around them
+            # converts its input to the backend's arrays first, which a tf.data graph cannot hold.
+            for step in steps:
+                x = step(x, training=True)
+            return x, y
+
+        source = dataset.map(augmented) if steps else dataset  # in order: seeds repeat
+        for images, _ in source.prefetch(tf.data.AUTOTUNE):
+            yield np.asarray(images)
+        return
+    for images, _ in dataset:
+        for step in steps:
+            images = step(images, training=True)
+        yield np.asarray(keras.ops.convert_to_numpy(images)) if steps else np.asarray(images)

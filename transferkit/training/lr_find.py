@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from transferkit.data.pipeline import batch_size_of, full_batches_forever
+
 __all__ = ["LRSweep", "LRFinding", "lr_find", "SMOOTHING", "DIVERGENCE"]
 
 #: Weight of the previous smoothed loss in the exponential moving average (bias-corrected).
@@ -145,17 +147,9 @@ def _sweep(trainer, model: keras.Model, train, phase: int, min_lr: float, max_lr
     rates = np.geomspace(min_lr, max_lr, steps)
     trainer.compile(min_lr, model)
     recorder = _Sweep(rates)
-    whole = train.unbatch().batch(trainer_batch_size(train), drop_remainder=True).repeat()
+    whole = full_batches_forever(train, batch_size_of(train))
     model.fit(whole, epochs=1, steps_per_epoch=steps, callbacks=[recorder], verbose=0, shuffle=False)
     return LRSweep.of(phase, rates[:len(recorder.losses)], recorder.losses)
-
-
-def trainer_batch_size(dataset) -> int:
-    """The batch size of a batched ``tf.data`` dataset (its first batch's)."""
-    for x, _ in dataset.take(1):
-        first = x[0] if isinstance(x, tuple) else x
-        return int(first.shape[0])
-    raise ValueError("The training split is empty.")
 
 
 def lr_find(trainer, data, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, phases=(1, 2),
