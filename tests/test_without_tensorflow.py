@@ -69,3 +69,26 @@ def test_the_commands_work_and_the_tensorflow_exports_say_what_to_install(tmp_pa
     assert refused.returncode != 0 and not (tmp_path / "model.tflite").exists()
     message = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(message) == 1 and "TensorFlow" in message[0] and "transferkit[tensorflow]" in message[0], message
+
+
+def test_the_gpu_benchmark_runs_on_a_tiny_kit(tmp_path):
+    """benchmarks/gpu.py as it runs on the GPU machine (no TensorFlow), on the CPU with a tiny kit: every
+    recipe's row has its phases' times, images/s and both accuracies."""
+    source = tmp_path / "photos"
+    for split in ("train", "validation"):
+        make_tree(source / split, {"cats": 6, "dogs": 6}, ext=".jpg", size=(60, 48))
+    web = make_tree(tmp_path / "web", {"cats": 4, "dogs": 4}, ext=".jpg")
+    script = str(HERE.parent / "benchmarks" / "gpu.py")
+    kit = tmp_path / "kit"
+    made = run(script, "make-kit", "--out", str(kit), "--data", str(source), "--web", str(web), "--weights", "",
+               "--size", "40", "--no-wheels")
+    assert "32 photos at 40 px" in made.stdout
+    assert len(list((kit / "data" / "train" / "cats").glob("*.jpg"))) == 6
+    done = run(script, "run", "--kit", str(kit), "--weights", "none", "--image-size", "32", "--epochs", "1",
+               "--fine-tune-epochs", "1", "--runs", "default", "exact", backend="jax")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["name"] for r in rows] == ["default", "exact"], done.stdout
+    for row in rows:
+        assert row["backend"] == "jax" and all(s > 0 for s in row["phase_seconds"]), row
+        assert 0 <= row["val_accuracy"] <= 1 and 0 <= row["web_accuracy"] <= 1, row
+    assert "| default | cpu |" in done.stdout and "| exact | cpu |" in done.stdout

@@ -144,13 +144,23 @@ def _concrete_array_batches():
         base = _keras_base()
 
         class _ArrayBatches(ArrayBatches, base):
-            def __init__(self, rows: _Rows, batch_size: int):
+            def __init__(self, rows: _Rows, batch_size: int, shard: tuple[int, int] | None = None):
                 base.__init__(self)
-                self._rows, self.batch_size = rows, int(batch_size)
+                self._rows, self.batch_size, self._shard = rows, int(batch_size), shard
                 self._pass, self._order = None, None
 
             def __len__(self) -> int:
+                if self._shard is not None:  # whole batches only: each splits evenly between the processes
+                    return self._rows.length // self.batch_size
                 return math.ceil(self._rows.length / self.batch_size)
+
+            def shard(self, index: int, count: int):
+                """The same batches, less a last one of another size, each cut into ``count`` equal parts
+                of which this dataset serves part ``index``: one process's share of every batch."""
+                if self.batch_size % count:
+                    raise ValueError(f"Batches of {self.batch_size} do not split evenly over {count} processes: "
+                                     f"give a batch size that is a multiple of {count}.")
+                return type(self)(self._rows, self.batch_size, (int(index), int(count)))
 
             def on_epoch_begin(self):
                 self._start_pass()
@@ -165,6 +175,9 @@ def _concrete_array_batches():
                 if self._order is None or (self._rows.clock is not None and self._rows.clock.value != self._pass):
                     self._start_pass(peek=True)
                 chosen = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+                if self._shard is not None:
+                    part, parts = self._shard
+                    chosen = np.array_split(chosen, parts)[part]
                 *xs, y = self._rows.gather(chosen)
                 xs = [x.astype(np.float32, copy=False) for x in xs]
                 return (xs[0] if len(xs) == 1 else tuple(xs)), y.astype(np.int32, copy=False)

@@ -18,6 +18,8 @@ import os
 import keras
 import numpy as np
 
+from transferkit.data.pipeline import ArrayBatches
+
 __all__ = ["check", "scope", "replicas", "processes", "process_index", "gpu_visible", "for_devices", "for_processes",
            "logical_cpu_devices", "even_batches", "extractor"]
 
@@ -181,6 +183,9 @@ def even_batches(dataset, distribution, batch_size: int | None = None):
     count = processes(distribution)
     if dataset is None or count == 1:
         return dataset
+    if isinstance(dataset, ArrayBatches):  # no tf.data to shard: each process takes its part of every batch
+        distribution.auto_shard_dataset = False
+        return dataset.shard(process_index(), count)
     if batch_size is None:
         from tensorflow.python.data.experimental.ops.distribute import compute_batch_size
 
