@@ -67,7 +67,7 @@ class Interrupt(keras.callbacks.Callback):
 
 # Resume inside phase 1 on the fast path: the resumed run ends as the uninterrupted one.
 settings = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=5e-2, seed=5)
-images = data.images("validation")
+held_out = data.images("validation")
 whole = tiny_trainer(**settings)
 whole.fit(data, epochs=3, fine_tune_epochs=1, verbose=0, checkpoint_dir=out / "whole")
 try:
@@ -77,8 +77,8 @@ except KeyboardInterrupt:
     pass
 resumed = tiny_trainer(**settings)
 resumed.fit(data, epochs=3, fine_tune_epochs=1, verbose=0, checkpoint_dir=out / "resumed")
-report["resume_difference"] = float(np.abs(resumed.predict(images) - whole.predict(images)).max())
-report["resume_spread"] = float(np.ptp(whole.predict(images)[:, 1]))
+report["resume_difference"] = float(np.abs(resumed.predict(held_out) - whole.predict(held_out)).max())
+report["resume_spread"] = float(np.ptp(whole.predict(held_out)[:, 1]))
 
 # A search of two trials (in this process) finds a best model that loads.
 from transferkit.tuning import tune  # noqa: E402
