@@ -18,8 +18,9 @@ each recipe in a fresh process (default: the default recipe, the exact recipe, t
 224 px, the default recipe with mixed precision) and prints, for each, the wall time of each phase, the
 training images per second of each phase (images x epochs / seconds; phase 1 includes computing the
 cached features), the GPU's peak memory, the validation and web-photo accuracy, and the whole run's wall
-time. It is sized to end within 8 minutes on one H100, installs included. docs/howto/platforms.md says
-how it is started; ``--epochs 1 --fine-tune-epochs 1`` gives a quick look.
+time. It is meant to end within 8 minutes on one GPU, installs included (not yet run on one: no GPU has
+been lent to measure it); ``--runs`` and ``--epochs 1 --fine-tune-epochs 1`` trim it, and each finished
+run's JSON line is printed as it ends. docs/howto/platforms.md says how it is started.
 """
 
 from __future__ import annotations

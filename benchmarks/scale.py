@@ -1,6 +1,7 @@
 """Benchmark: peak memory of transferkit's default recipe as the training set grows.
 
     python benchmarks/scale.py                               # 2,000 and 20,000 training images
+    python benchmarks/scale.py --sizes 2000 20000 100000 --image-size 96 --pipeline pydataset
     python benchmarks/scale.py --sizes 500 2000 --in-memory 2000  # a quick look; 2,000 also without cache_dir
 
 Makes each training set from the photos in ``../shared/data/cats_vs_dogs/train``: the photos
@@ -8,7 +9,8 @@ themselves, then as many new images as needed, each a photo randomly cropped, fl
 colours jittered, resized and re-encoded as JPEG (written once into ``--work-dir`` and reused).
 The validation set is the shared one. Then, in a fresh process per run, it trains
 ``ImageFolder(..., cache_dir=...)`` + ``TwoPhaseTrainer(cache_dir=...)`` with its defaults (3 views)
-and prints: decode, phase-1 (including computing the features) and phase-2 times; peak resident
+and prints: decode, phase-1 (including computing the features) and phase-2 times, the features' time
+(phase 1 less its epochs) and each phase's epoch time, and a table of them per training image; peak resident
 memory (VmHWM) and its anonymous part (sampled every 50 ms); the cache's size on disk; validation
 accuracy. Last, how peak memory grew from the smallest to the largest set.
 """
@@ -117,6 +119,27 @@ def _disk_mib(folder: Path) -> float:
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
+class EpochTimes:
+    """Wall time of each epoch (validation included), both phases in order; a Keras callback made on
+    first use so that this module imports no Keras."""
+
+    def __new__(cls):
+        import keras
+
+        class _EpochTimes(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds, self._start = [], 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return _EpochTimes()
+
+
 def child(args) -> None:
     sampler = MemorySampler()
     sampler.start()
@@ -128,11 +151,18 @@ def child(args) -> None:
     decode = time.perf_counter() - start
     after_decode = _status()
     trainer = TwoPhaseTrainer(weights=args.weights, seed=args.seed, cache_dir=cache)
-    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, verbose=2)
+    epochs = EpochTimes()
+    result = trainer.fit(data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, verbose=2,
+                         callbacks=[epochs])
     peak = sampler.stop()
+    phase1_epochs, phase2_epochs = epochs.seconds[: args.epochs], epochs.seconds[args.epochs:]
+    from transferkit.data.pipeline import pipeline_kind
+
     print("RESULT " + json.dumps({
-        "train_images": len(data.labels("train")), "decode_s": decode,
+        "train_images": len(data.labels("train")), "decode_s": decode, "pipeline": pipeline_kind(),
         "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
+        "features_s": result.phase_seconds[0] - sum(phase1_epochs),  # phase 1 less its epochs
+        "phase1_epoch_s": float(np.mean(phase1_epochs)), "phase2_epoch_s": float(np.mean(phase2_epochs)),
         "peak_rss_mib": _status()["VmHWM"], "peak_anon_mib": peak.get("RssAnon"),
         "rss_after_decode_mib": after_decode["VmRSS"],
         "cache_mib": _disk_mib(cache) if cache else 0.0,
@@ -141,13 +171,14 @@ def child(args) -> None:
 
 
 def run_one(data_dir: Path, cache_dir: Path | None, args) -> dict:
+    env = {**os.environ, **({"TRANSFERKIT_PIPELINE": args.pipeline} if args.pipeline else {})}
     command = [sys.executable, __file__, "--child", str(data_dir), "--weights", args.weights,
                "--image-size", str(args.image_size), "--epochs", str(args.epochs),
                "--fine-tune-epochs", str(args.fine_tune_epochs), "--seed", str(args.seed)]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     lines = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
         for line in process.stdout:
             lines.append(line)
             if args.verbose:
@@ -155,6 +186,24 @@ def run_one(data_dir: Path, cache_dir: Path | None, args) -> dict:
     if process.returncode != 0:
         sys.exit("".join(lines[-40:]) + f"\nerror: the run on {data_dir} failed (exit {process.returncode})")
     return json.loads(next(line for line in reversed(lines) if line.startswith("RESULT "))[7:])
+
+
+def table(runs: list[dict]) -> str:
+    """Per training image: milliseconds of decoding, of feature extraction (all views) and of an epoch of
+    each phase; peak RSS and disk; each rate against the smallest run's."""
+    lines = ["| training images | decode | features | phase-1 epoch | phase-2 epoch | peak RSS | cache on disk |",
+             "|---|---|---|---|---|---|---|"]
+    first = runs[0] if runs else None
+    for r in runs:
+        n = r["train_images"]
+        cells = []
+        for key in ("decode_s", "features_s", "phase1_epoch_s", "phase2_epoch_s"):
+            ms, base = 1000 * r[key] / n, 1000 * first[key] / first["train_images"]
+            cells.append(f"{ms:.2f} ms ({ms / base:.2f}x)")
+        cells.append(f"{r['peak_rss_mib']} MiB ({r['peak_rss_mib'] / first['peak_rss_mib']:.2f}x)")
+        cells.append(f"{r['cache_mib'] / 1024:.1f} GiB")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -171,6 +220,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes making images")
     p.add_argument("--verbose", action="store_true", help="show the runs' own output")
+    p.add_argument("--pipeline", choices=("tf.data", "pydataset"), default=None,
+                   help="the input pipeline (TRANSFERKIT_PIPELINE; default: the backend's)")
+    p.add_argument("--json", default=None, help="also write every run's figures here (JSON lines)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -200,7 +252,11 @@ def main(argv=None) -> int:
             print(f"{label} cache on disk: {figures['cache_mib']:.0f} MiB")
             print(f"{label} val accuracy after phase 1 / 2: "
                   f"{figures['val_acc_phase1']:.4f} / {figures['val_acc_phase2']:.4f}", flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({**figures, "image_size": args.image_size}) + "\n")
     disk = [r for r in runs if r["mode"] == "cache_dir"]
+    print(table(disk))
     if len(disk) > 1:
         small, large = disk[0], disk[-1]
         print(f"images x{large['train_images'] / small['train_images']:.1f}: peak RSS "

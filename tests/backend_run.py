@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import keras  # noqa: E402
 
-from conftest import make_tree, tiny_trainer  # noqa: E402  (registers the test CNN)
+from conftest import Interrupt, make_tree, tiny_trainer  # noqa: E402  (registers the test CNN)
 
 import transferkit.training.features  # noqa: E402
 from transferkit import ImageFolder, load_model  # noqa: E402
@@ -51,18 +51,6 @@ for name, cached in (("cached", True), ("exact", False)):
         "probabilities_sum": float(np.abs(probabilities.sum(axis=1) - 1).max()),
         "features_computed": len(built) - before,
     }
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Stops the run as a kill would, after epoch ``at`` (counted over both phases)."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 # Resume inside phase 1 on the fast path: the resumed run ends as the uninterrupted one.

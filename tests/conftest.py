@@ -33,6 +33,18 @@ SHARED = REPO.parent / "shared"
 COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40), (200, 200, 40)]
 
 
+class Interrupt(keras.callbacks.Callback):
+    """Stops the run like a kill would, after epoch ``at`` (0-based, counted over both phases)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
 def make_image(path: Path, colour, size=(40, 36), seed=0, mode="RGB", fmt=None):
     rng = np.random.default_rng(seed)
     pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)

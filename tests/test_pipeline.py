@@ -167,3 +167,28 @@ def test_augmented_views_on_the_pydataset_pipeline_repeat_with_the_seed(tmp_path
     plain = np.concatenate(list(_view_batches(data.dataset("train"), None)))
     np.testing.assert_array_equal(views[0], views[1])
     assert views[0].shape == plain.shape and np.abs(views[0] - plain).mean() > 1.0
+
+
+def test_each_process_gets_its_part_of_every_whole_batch(arrays):
+    """Without tf.data to shard, several processes each take their part of every batch: together the parts
+    are the one-process batches, a last batch that would not split evenly is left out."""
+    from transferkit.training import distribute
+
+    pixels, _, labels = arrays
+    whole = array_dataset((pixels, labels), np.arange(11), 4, shuffle_seed=2, start_pass=PassClock(1), kind="pydataset")
+    parts = [whole.shard(i, 2) for i in range(2)]
+    assert len(whole) == 3 and [len(p) for p in parts] == [2, 2]
+    for b, (x, y) in enumerate(whole):
+        if b == 2:
+            break
+        np.testing.assert_array_equal(np.concatenate([parts[0][b][1], parts[1][b][1]]), y)
+        np.testing.assert_array_equal(np.concatenate([parts[0][b][0], parts[1][b][0]]), x)
+
+    class TwoProcesses:  # what even_batches reads of a keras.distribution.DataParallel over two processes
+        num_processes, device_mesh, distribute_dataset, scope, auto_shard_dataset = 2, None, None, None, True
+
+    two = TwoProcesses()
+    mine = distribute.even_batches(whole, two, 4)
+    assert two.auto_shard_dataset is False and len(mine) == 2 and len(mine[0][1]) == 2  # Keras must not shard it
+    with pytest.raises(ValueError, match="multiple of 2"):
+        distribute.even_batches(array_dataset((pixels, labels), np.arange(11), 3, kind="pydataset"), two, 3)

@@ -13,22 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, make_tree, tiny_trainer
+from conftest import REPO, Interrupt, make_tree, tiny_trainer
 from transferkit import ImageFolder, load_model
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2", learning_rate=2e-2)
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Stops the run like a kill would, after epoch ``at`` (0-based, counted over both phases)."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 class Epochs(keras.callbacks.Callback):

@@ -11,7 +11,8 @@ __getattr__, __dir__, __all__ = _lazy_exports(__name__, {
     "ImageTable": "table", "TableError": "table",
     "ImageReadError": "images", "read_image": "images", "IMAGE_EXTENSIONS": "images",
     "stratified_split": "split", "validate_fractions": "split",
-    "PassClock": "pipeline", "array_dataset": "pipeline", "pass_rng": "pipeline",
+    "PassClock": "pipeline", "array_dataset": "pipeline", "pass_rng": "pipeline", "ArrayBatches": "pipeline",
+    "pipeline_kind": "pipeline",
     "FileList": "fingerprint", "file_list_of": "fingerprint",
 }, deprecated={"unique_partial": "transferkit._internal.files", "write_atomically": "transferkit._internal.files",
                "display_path": "transferkit._internal.files"})

@@ -1,4 +1,4 @@
-"""The dataset factory: a folder of class folders in, verified and split ``tf.data`` pipelines out.
+"""The dataset factory: a folder of class folders in, verified and split batches out (`array_dataset`).
 
 >>> import tempfile, pathlib
 >>> from PIL import Image
@@ -139,8 +139,9 @@ class ImageFolder:
     and that later runs on the same files reuse.
 
     Attributes:
-        train, validation, test: ``tf.data.Dataset`` of ``(float32 images 0-255, int32 labels)``
-            batches; only ``train`` is reshuffled every epoch. ``test`` is None when there is none.
+        train, validation, test: datasets of ``(float32 images 0-255, int32 labels)`` batches (``tf.data``
+            on TensorFlow, `ArrayBatches` elsewhere: `pipeline_kind`); only ``train`` is reshuffled every
+            epoch. ``test`` is None when there is none.
         class_names: sorted class folder names; label ``i`` is ``class_names[i]``.
         class_weights: ``{label: weight}`` balancing the training classes, for ``fit(class_weight=...)``.
         report: a `DatasetReport`.
@@ -439,7 +440,7 @@ class ImageFolder:
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
     def dataset(self, split: str, shuffle: bool = False, start_pass: int | PassClock = 0, seed: int | None = None):
-        """A ``tf.data.Dataset`` of ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` readable images:
+        """A dataset (`array_dataset`) of ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` readable images:
         unshuffled, in the order of ``files(split)`` (e.g. to evaluate a model), or with ``shuffle``
         reshuffled every pass as ``train`` is (with ``seed``, or this folder's), its first pass being
         pass ``start_pass`` (to resume)."""

@@ -118,6 +118,11 @@ class _Rows:
             out = [np.where(flip.reshape(-1, 1, 1, 1), x[:, :, ::-1], x) if x.ndim == 4 else x for x in out]
         return tuple(out) + (np.asarray(self.labels[rows]).astype(np.int32, copy=False),)
 
+    def gather_float(self, batch_indices):
+        """`gather` with the inputs as float32, as the tf.data pipeline casts them."""
+        *xs, y = self.gather(batch_indices)
+        return tuple(x.astype(np.float32, copy=False) for x in xs) + (y,)
+
 
 def _keras_base():
     import keras
@@ -174,21 +179,21 @@ def _concrete_array_batches():
                     raise IndexError(f"batch {index} of {len(self)}")
                 if self._order is None or (self._rows.clock is not None and self._rows.clock.value != self._pass):
                     self._start_pass(peek=True)
-                chosen = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-                if self._shard is not None:
-                    part, parts = self._shard
-                    chosen = np.array_split(chosen, parts)[part]
-                *xs, y = self._rows.gather(chosen)
-                xs = [x.astype(np.float32, copy=False) for x in xs]
-                return (xs[0] if len(xs) == 1 else tuple(xs)), y.astype(np.int32, copy=False)
+                return self._batch(self._order, index)
 
             def __iter__(self):
                 self._start_pass()
                 order = self._order
                 for index in range(len(self)):
-                    if self._order is not order:  # another iteration began: keep serving this one's pass
-                        self._order = order
-                    yield self[index]
+                    yield self._batch(order, index)
+
+            def _batch(self, order: np.ndarray, index: int):
+                chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
+                if self._shard is not None:
+                    part, parts = self._shard
+                    chosen = np.array_split(chosen, parts)[part]
+                *xs, y = self._rows.gather_float(chosen)
+                return (xs[0] if len(xs) == 1 else tuple(xs)), y
 
         _CONCRETE = _ArrayBatches
     return _CONCRETE

@@ -206,10 +206,11 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tt
              verbose: int = 0) -> Evaluation:
     """Run ``classifier`` over labelled data and return an `Evaluation`.
 
-    ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a ``tf.data.Dataset``
-    of ``(images, labels)`` batches. The pixels of the ``keep_top`` highest-loss images are kept for
-    the top-losses picture. With ``tta``, each image's probabilities are the mean over it and its
-    mirror image (as ``Classifier.predict(..., tta=True)``). ``verbose=1`` shows a progress line.
+    ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a dataset (``tf.data``,
+    `ArrayBatches`, any iterable) of ``(images, labels)`` batches. The pixels of the ``keep_top``
+    highest-loss images are kept for the top-losses picture. With ``tta``, each image's probabilities
+    are the mean over it and its mirror image (as ``Classifier.predict(..., tta=True)``). ``verbose=1``
+    shows a progress line.
     """
     from transferkit._internal.progress import progress
 

@@ -111,7 +111,8 @@ def check_parity(classifier, exported, data, split: str = "validation", verbose:
     """Run ``classifier`` (a `Classifier`) and ``exported`` (a path, or a loaded export such as
     `TFLiteClassifier`) over ``data``'s ``split`` and compare their predictions.
 
-    ``data`` is an `ImageFolder` or a ``tf.data.Dataset`` of ``(images, labels)`` batches.
+    ``data`` is an `ImageFolder` or a dataset (``tf.data``, `ArrayBatches`, any iterable) of
+    ``(images, labels)`` batches.
     """
     from transferkit.export import load_exported
 
