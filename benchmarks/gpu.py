@@ -14,10 +14,11 @@ for its Python (``--python``, 3.12 by default). ``.gpu-kit/`` is ignored by git:
 committed. The 192 px runs read the 224 px copies and resize them again.
 
 ``run`` installs the wheels into a folder of its own (``pip install --no-index --target``), then runs
-each recipe in a fresh process (default: the default recipe, the exact recipe, the default recipe at
-224 px, the default recipe with mixed precision) and prints, for each, the wall time of each phase, the
-training images per second of each phase (images x epochs / seconds; phase 1 includes computing the
-cached features), the GPU's peak memory, the validation and web-photo accuracy, and the whole run's wall
+each recipe in a fresh process, on each backend asked for (``--backend jax torch``; JAX alone by
+default): the default recipe, the exact recipe, the default recipe at 224 px and the default recipe with
+mixed precision. For each it prints the wall time of each phase, the training images per second of each
+phase (images x epochs / seconds; phase 1 includes computing the cached features), the GPU's peak
+memory, the validation and web-photo accuracy, and the whole run's wall
 time. It is meant to end within 8 minutes on one GPU, installs included (not yet run on one: no GPU has
 been lent to measure it); ``--runs`` and ``--epochs 1 --fine-tune-epochs 1`` trim it, and each finished
 run's JSON line is printed as it ends. docs/howto/platforms.md says how it is started.
@@ -118,23 +119,24 @@ def run(args) -> int:
     start = time.perf_counter()
     site = install(kit)
     installed = time.perf_counter() - start
-    env = {**os.environ, "KERAS_BACKEND": args.backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-           "PYTHONPATH": os.pathsep.join(str(p) for p in (site, REPO) if p) + os.pathsep + os.environ.get(
-               "PYTHONPATH", "")}
-    print(f"backend {args.backend}; wheels installed in {installed:.0f} s", flush=True)
+    path = os.pathsep.join(str(p) for p in (site, REPO) if p) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    print(f"wheels installed in {installed:.0f} s", flush=True)
     rows = []
-    for name in args.runs:
-        settings = {**RECIPES[name], "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
-                    "image_size": RECIPES[name].get("image_size", args.image_size), "weights": args.weights,
-                    "backbone": args.backbone}
-        done = subprocess.run([sys.executable, __file__, "one", "--kit", str(kit), "--settings", json.dumps(settings)],
-                              env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            rows.append({"name": name, "error": lines[-1] if lines else f"exit status {done.returncode}"})
-        else:
-            rows.append({"name": name, **json.loads(done.stdout.strip().splitlines()[-1])})
-        print(json.dumps(rows[-1]), flush=True)
+    for backend in args.backend:
+        env = {**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONPATH": path}
+        for name in args.runs:
+            settings = {**RECIPES[name], "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
+                        "image_size": RECIPES[name].get("image_size", args.image_size), "weights": args.weights,
+                        "backbone": args.backbone}
+            done = subprocess.run([sys.executable, __file__, "one", "--kit", str(kit), "--settings",
+                                   json.dumps(settings)], env=env, capture_output=True, text=True)
+            label = f"{name} ({backend})"
+            if done.returncode != 0:
+                lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+                rows.append({"name": label, "error": lines[-1] if lines else f"exit status {done.returncode}"})
+            else:
+                rows.append({"name": label, **json.loads(done.stdout.strip().splitlines()[-1])})
+            print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     print(f"whole benchmark: {time.perf_counter() - start:.0f} s")
     return 0 if all("error" not in r for r in rows) else 1
@@ -240,7 +242,8 @@ def main(argv=None) -> int:
     kit.add_argument("--overwrite", action="store_true")
     go = commands.add_parser("run", help="install the wheels and run the recipes")
     go.add_argument("--kit", default=str(REPO / ".gpu-kit"))
-    go.add_argument("--backend", choices=("jax", "torch"), default="jax")
+    go.add_argument("--backend", nargs="+", choices=("jax", "torch"), default=["jax"],
+                    help="one or both, each running every recipe")
     go.add_argument("--runs", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     go.add_argument("--epochs", type=int, default=10)
     go.add_argument("--fine-tune-epochs", type=int, default=10)

@@ -1,12 +1,14 @@
 """Shared fixtures: small generated image trees, and one tiny trained model reused by many tests."""
 
+import importlib.util
 import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if importlib.util.find_spec("tensorflow") is not None:  # the suite runs on TensorFlow unless told otherwise
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import transferkit  # noqa: E402,F401 - chooses the backend first: TensorFlow, or where it is absent JAX
-
+import transferkit  # noqa: E402,F401 - where TensorFlow is absent, transferkit chooses JAX (or PyTorch) first
 import keras
 import numpy as np
 import pytest

@@ -87,8 +87,8 @@ def test_the_gpu_benchmark_runs_on_a_tiny_kit(tmp_path):
     done = run(script, "run", "--kit", str(kit), "--weights", "none", "--image-size", "32", "--epochs", "1",
                "--fine-tune-epochs", "1", "--runs", "default", "exact", backend="jax")
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r["name"] for r in rows] == ["default", "exact"], done.stdout
+    assert [r["name"] for r in rows] == ["default (jax)", "exact (jax)"], done.stdout
     for row in rows:
         assert row["backend"] == "jax" and all(s > 0 for s in row["phase_seconds"]), row
         assert 0 <= row["val_accuracy"] <= 1 and 0 <= row["web_accuracy"] <= 1, row
-    assert "| default | cpu |" in done.stdout and "| exact | cpu |" in done.stdout
+    assert "| default (jax) | cpu |" in done.stdout and "| exact (jax) | cpu |" in done.stdout
