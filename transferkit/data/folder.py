@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,24 @@ def _files_in(class_folder: Path) -> list[Path]:
     if not files:
         raise ValueError(f"Class folder {class_folder} is empty: put its images there or remove the folder.")
     return files
+
+
+def bounded_map(pool, function, count: int, window: int):
+    """``function(0), ..., function(count - 1)`` in order, run by ``pool`` with at most ``window`` of them
+    submitted at a time (``Executor.map`` submits them all first, and 100,000 pending calls hold memory).
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     list(bounded_map(pool, lambda i: i * i, 5, window=2))
+    [0, 1, 4, 9, 16]
+    """
+    pending = deque()
+    for i in range(count):
+        pending.append(pool.submit(function, i))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 class ImageFolder:
@@ -392,7 +411,7 @@ class ImageFolder:
         skipped = []
         workers = num_workers or min(8, (os.cpu_count() or 1) + 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for n, result in enumerate(pool.map(decode, range(len(self._paths))), start=1):
+            for n, result in enumerate(bounded_map(pool, decode, len(self._paths), 16 * workers), start=1):
                 if result is not None:
                     skipped.append(result)
                     log.warning("Skipping %s: %s", result.path, result.reason)
