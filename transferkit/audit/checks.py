@@ -262,6 +262,9 @@ def audit(data, trainer=None, folds: int = 5, duplicate_threshold: float = 0.95,
     weights). ``outliers``: how many of the least typical images to list."""
     from transferkit.training.trainer import TwoPhaseTrainer
 
+    if getattr(data, "multi_label", False):
+        raise ValueError("The audit's label-error check assumes one label per image; it cannot judge data with "
+                         "several labels per image yet (nothing was audited).")
     start = time.perf_counter()
     trainer = trainer if trainer is not None else TwoPhaseTrainer()
     trainer.build(data.class_names, data.image_size)

@@ -11,7 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from transferkit.cli.options import add_table_options, command_parser, data_defaults, open_data, split_option
+from transferkit.cli.options import (add_table_options, command_parser, data_defaults, labels_as_recorded, open_data,
+                                     split_option)
 
 
 def add_parser(commands) -> None:
@@ -46,6 +47,7 @@ def run(args) -> int:
         else:
             print(f"{args.model} does not record its split: splitting {args.data_dir} with --seed {args.seed} and "
                   f"--fractions {','.join(map(str, args.fractions))}; use the training run's values.", file=sys.stderr)
+    labels_as_recorded(args, classifier)
     with _files_left_out_unsaid(isinstance(split, dict)):
         data = open_data(args, args.data_dir, image_size=classifier.image_size, batch_size=args.batch_size,
                          split=split, seed=args.seed, verbose=0 if args.json else 1)
@@ -61,9 +63,10 @@ def run(args) -> int:
         print(json.dumps(summary), file=args.stdout)
     else:
         print(evaluation)
-        print("confusion matrix (rows true, columns predicted):", evaluation.class_names)
-        for name, row in zip(evaluation.class_names, evaluation.confusion_matrix):
-            print(f"  {name:>12} {row.tolist()}")
+        if not classifier.multi_label:
+            print("confusion matrix (rows true, columns predicted):", evaluation.class_names)
+            for name, row in zip(evaluation.class_names, evaluation.confusion_matrix):
+                print(f"  {name:>12} {row.tolist()}")
         print("top losses:")
         for t in evaluation.top_losses(5):
             print(f"  {t.file}  true {t.true}, predicted {t.predicted} (p={t.probability:.3f})")

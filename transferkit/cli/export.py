@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from transferkit.cli.options import add_table_options, command_parser, open_data, UsageError
+from transferkit.cli.options import UsageError, add_table_options, command_parser, labels_as_recorded, open_data
 
 #: An export that gives another class than the Keras model on more than 2% of the held-out images is
 #: not the model that was evaluated (on the demo's 800 validation photos float32 and float16 agree on all,
@@ -73,6 +73,7 @@ def run(args) -> int:
     data = None
     if args.data_dir:
         split = classifier.split["files"] if classifier.split is not None else (0.8, 0.1, 0.1)
+        labels_as_recorded(args, classifier)
         data = open_data(args, args.data_dir, image_size=classifier.image_size, split=split, verbose=1)
     representative = None
     if args.quantize == "int8":

@@ -145,6 +145,20 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default="label", help="the --labels column of labels")
     p.add_argument("--split-column", default=None,
                    help="the --labels column of splits (train, validation, test; default: 'split' when present)")
+    p.add_argument("--label-separator", default=None, metavar="CHAR",
+                   help="several labels per image: the character between an image's labels in --label-column "
+                        "(e.g. ';' for 'cat;dog')")
+    p.add_argument("--label-columns", default=None, metavar="A,B,...",
+                   help="several labels per image: the --labels columns, one per class, that say 1 or 0")
+
+
+def labels_as_recorded(args, classifier) -> None:
+    """A model of several labels per image read its table with ``--label-separator`` or ``--label-columns``:
+    where neither is given again, take the ones its split record names."""
+    columns = ((classifier.split or {}).get("columns") or {}) if classifier.multi_label else {}
+    if getattr(args, "labels", None) and not (args.label_separator or args.label_columns):
+        args.label_separator = columns.get("label_separator")
+        args.label_columns = ",".join(columns["label_columns"]) if columns.get("label_columns") else None
 
 
 def open_data(args, data_dir, **options):
@@ -152,8 +166,11 @@ def open_data(args, data_dir, **options):
     if getattr(args, "labels", None):
         from transferkit.data.table import ImageTable
 
+        columns = getattr(args, "label_columns", None)
         return ImageTable(args.labels, data_dir, path_column=args.path_column, label_column=args.label_column,
-                          split_column=args.split_column, **options)
+                          split_column=args.split_column, label_separator=getattr(args, "label_separator", None),
+                          label_columns=None if columns is None else [c.strip() for c in columns.split(",") if c.strip()],
+                          **options)
     from transferkit import ImageFolder
 
     return ImageFolder(data_dir, **options)

@@ -1,6 +1,7 @@
 """Classify image files.
 
-Prints the class and its probability for each image.
+Prints the class and its probability for each image; for a model of several labels per image, every
+label at or above its threshold, with the probabilities.
 """
 
 from __future__ import annotations
@@ -62,11 +63,15 @@ def run(args) -> int:
             print(json.dumps(row), file=args.stdout, flush=True)
         elif "error" in row:
             print(f"{row['file']:<{width}}  error: {row['error']}", flush=True)
+        elif classifier.multi_label:
+            shown = ", ".join(f"{name} {row['probabilities'][name]:.4f}" for name in row["labels"]) or "(none)"
+            print(f"{row['file']:<{width}}  {shown}", flush=True)
         else:
             print(f"{row['file']:<{width}}  {row['class']:<12}  {row['probability']:.4f}", flush=True)
 
     if not args.json:
-        print(f"{'file':<{width}}  {'class':<12}  probability")
+        print(f"{'file':<{width}}  labels (probability)" if classifier.multi_label
+              else f"{'file':<{width}}  {'class':<12}  probability")
     from transferkit._internal.progress import progress
 
     failures = 0
@@ -84,12 +89,18 @@ def run(args) -> int:
             except ImageReadError as exc:
                 rows[-1]["error"] = exc.reason
         if images:
-            probabilities = iter(classifier.predict(np.stack(images), tta=args.tta))
+            probabilities = classifier.predict(np.stack(images), tta=args.tta)
+            decisions = iter(classifier.decide(probabilities))
+            probabilities = iter(probabilities)
             for row in (r for r in rows if "error" not in r):
-                probs = next(probabilities)
-                best = int(np.argmax(probs))
-                row.update({"class": classifier.class_names[best], "probability": float(probs[best]),
-                            "probabilities": dict(zip(classifier.class_names, map(float, probs)))})
+                probs, decision = next(probabilities), next(decisions)
+                every = dict(zip(classifier.class_names, map(float, probs)))
+                if classifier.multi_label:
+                    row.update({"labels": [classifier.class_names[c] for c in np.flatnonzero(decision)],
+                                "probabilities": every})
+                else:
+                    row.update({"class": classifier.class_names[decision], "probability": float(probs[decision]),
+                                "probabilities": every})
         for row in rows:
             show(row)
         failures += sum("error" in row for row in rows)

@@ -29,7 +29,9 @@ def add_parser(commands) -> None:
                    help="Hyperband's per-trial budget (default: epochs + fine-tune-epochs)")
     p.add_argument("--backbone", default=model_defaults.BACKBONE, help="registered backbone")
     p.add_argument("--weights", default=model_defaults.WEIGHTS, help="'imagenet', 'none', or a weights file path")
-    p.add_argument("--metric", default=defaults.METRIC, help="what to optimise, at the end of phase 2")
+    p.add_argument("--metric", default=None,
+                   help=f"what to optimise, at the end of phase 2 (default: {defaults.METRIC}; for several labels "
+                        f"per image {defaults.MULTI_LABEL_METRIC})")
     p.add_argument("--directory", default="runs/tune", help="KerasTuner's working folder (trials, checkpoints)")
     p.add_argument("--project-name", default=defaults.PROJECT_NAME, help="search name inside --directory")
     p.add_argument("--output", default=None, help="where to write best.keras, trials.json, tuning.png "

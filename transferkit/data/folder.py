@@ -221,7 +221,7 @@ class ImageFolder:
             self.split = validate_fractions(split)
             good_positions = np.flatnonzero(good)
             keys = [self._relative(paths[i]) for i in good_positions]
-            parts = stratified_split(self._labels[good_positions], self.split, seed, keys=keys)
+            parts = stratified_split(self._strata(self._labels[good_positions]), self.split, seed, keys=keys)
             self._indices = {name: good_positions[p] for name, p in zip(SPLITS, parts)}
             new = self._keep_recorded(recorded_split) if recorded_split is not None else None
         # File lists that name only some splits (the test files a model recorded, to evaluate it) give only
@@ -235,7 +235,8 @@ class ImageFolder:
                 )
 
         counts = {
-            name: {c: int(np.sum(self._labels[idx] == i)) for i, c in enumerate(self.class_names)}
+            name: {c: int(np.sum(self._labels[idx] == i if self._labels.ndim == 1 else self._labels[idx, i]))
+                   for i, c in enumerate(self.class_names)}
             for name, idx in self._indices.items()
         }
         self.report = DatasetReport(self.root, list(self.class_names), counts, skipped, left_out, excluded,
@@ -448,12 +449,28 @@ class ImageFolder:
 
     # -- what users ask of it -----------------------------------------------------------------
 
+    @staticmethod
+    def _strata(labels: np.ndarray) -> np.ndarray:
+        """What the split stratifies by: the label, or, for several labels per image, the label set."""
+        if labels.ndim == 1:
+            return labels
+        return np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether an image may have several labels (a table read with ``label_separator`` or
+        ``label_columns``; class folders give one label per image)."""
+        return False
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
     def class_weights(self) -> dict[int, float]:
+        if self.multi_label:
+            raise ValueError("class_weights balance one label per image; with several labels per image weigh the "
+                             "classes in the loss instead (or leave them unweighted).")
         counts = np.bincount(self._labels[self._indices["train"]], minlength=self.num_classes)
         total = counts.sum()
         return {i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
@@ -475,7 +492,8 @@ class ImageFolder:
         return self._file_list.subset(self._split_indices(split))
 
     def labels(self, split: str = "validation") -> np.ndarray:
-        """Integer labels of a split, in dataset order."""
+        """Integer labels of a split, in dataset order (several labels per image: a 0/1 row per image,
+        a column per class)."""
         return self._labels[self._split_indices(split)].copy()
 
     def images(self, split: str = "validation", positions=None) -> np.ndarray:

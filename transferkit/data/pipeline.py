@@ -204,7 +204,8 @@ def array_dataset(arrays, indices, batch_size: int, shuffle_seed: int | None = N
     """Batches ``(arrays[0][i], ..., labels[i])`` for ``i`` in ``indices``: a ``tf.data.Dataset`` or an
     `ArrayBatches` (``kind``: see `pipeline_kind`), the same batches in the same order.
 
-    The last array holds the labels (kept as int32); the others are cast to float32. Rows are
+    The last array holds the labels (kept as int32; a row of 0/1 per sample for several labels per
+    image); the others are cast to float32. Rows are
     gathered batch by batch, so the arrays may be `NpyFile` rows on disk, larger than RAM.
 
     Without ``shuffle_seed`` the order is ``indices``. With it, pass ``k`` over the dataset (``k``
@@ -230,7 +231,7 @@ def _tf_dataset(rows: _Rows, batch_size: int):
         dtypes = tuple(tf.as_dtype(a.dtype) for a in features) + (tf.int32,)
         out = tf.numpy_function(rows.gather, [batch_indices], dtypes, stateful=False)
         xs = [tf.ensure_shape(tf.cast(x, tf.float32), [None, *a.shape[1:]]) for x, a in zip(out[:-1], features)]
-        y = tf.ensure_shape(out[-1], [None])
+        y = tf.ensure_shape(out[-1], [None, *rows.labels.shape[1:]])  # several labels per image: a row each
         return (xs[0] if len(xs) == 1 else tuple(xs)), y
 
     if rows.seed is not None:

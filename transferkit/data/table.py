@@ -53,6 +53,12 @@ class ImageTable(ImageFolder):
     `ImageFolder` splits them. ``split`` may also be the file lists of a recorded split (what a trained
     model carries: `split_record`).
 
+    Several labels per image: ``label_separator`` (say ``";"``) splits the label column into a set of
+    labels (``cat;dog``), or ``label_columns`` names one column per class whose value says whether the
+    image has it (``1``/``0``, ``true``/``false``, ``yes``/``no``; empty is no; an image may have none).
+    The data is then ``multi_label``: its labels are a 0/1 row per image (one column per class), and
+    the seeded split is stratified by label set (each combination of labels split by the fractions).
+
     The class names are the labels, sorted (numerically when every label is a whole number). Rows that
     cannot be used raise one `TableError` naming each by its line: a missing or empty path, a file that
     is not there, an empty label, an unknown split name, a path outside ``root``, a path given twice with
@@ -62,7 +68,8 @@ class ImageTable(ImageFolder):
     """
 
     def __init__(self, table, root: os.PathLike | str | None = None, *, path_column: str = "path",
-                 label_column: str = "label", split_column: str | None = None, **options):
+                 label_column: str = "label", split_column: str | None = None, label_separator: str | None = None,
+                 label_columns=None, **options):
         if isinstance(table, (str, os.PathLike)):
             self.table_path: Path | None = Path(table)
             if not self.table_path.is_file():
@@ -77,6 +84,15 @@ class ImageTable(ImageFolder):
             raise TypeError(f"table={type(table).__name__}: give the path of a CSV file or a pandas DataFrame.")
         self._table = table
         self.path_column, self.label_column = path_column, label_column
+        if label_separator is not None and label_columns is not None:
+            raise ValueError("Give label_separator= (one column of labels) or label_columns= (a column per class), "
+                             "not both.")
+        if label_separator == "":
+            raise ValueError("label_separator='': give the character between the labels of one image, e.g. ';'.")
+        self.label_separator = label_separator
+        self.label_columns = None if label_columns is None else [str(c) for c in label_columns]
+        if self.label_columns is not None and len(set(self.label_columns)) < 2:
+            raise ValueError(f"label_columns={label_columns!r}: name at least two columns, one per class.")
         self.split_column = split_column
         self.repeated: list[str] = []
         super().__init__(root, **options)
@@ -111,18 +127,20 @@ class ImageTable(ImageFolder):
                                     f"{where} are relative to).")
         columns, rows = self._rows()
         split_column = self.split_column or ("split" if "split" in columns else None)
-        wanted = [self.path_column, self.label_column] + ([split_column] if split_column else [])
+        label_columns = self.label_columns or [self.label_column]
+        wanted = [self.path_column, *label_columns] + ([split_column] if split_column else [])
         missing = [c for c in wanted if c not in columns]
         if missing:
             raise TableError(f"{where} has no column {', '.join(map(repr, missing))}; its columns are "
-                             f"{', '.join(map(repr, columns))}. Name them with path_column=, label_column= and "
-                             "split_column= (--path-column, --label-column, --split-column).")
+                             f"{', '.join(map(repr, columns))}. Name them with path_column=, label_column= (or "
+                             "label_columns=) and split_column= (--path-column, --label-column (--label-columns), "
+                             "--split-column).")
         root = Path(os.path.abspath(self.root))
         problems, first = [], {}  # first: {relative path: (where, label, split)}
         listed: list[tuple[Path, str, str]] = []
         for place, row in rows:
             text = _text(row.get(self.path_column))
-            label = _text(row.get(self.label_column))
+            label, bad_value = self._label_of(row)
             named = _text(row.get(split_column)) if split_column else "train"
             if not text:
                 problems.append(f"{place}: no path in column {self.path_column!r}")
@@ -131,7 +149,10 @@ class ImageTable(ImageFolder):
             if root not in path.parents:
                 problems.append(f"{place}: {text} is not inside {display_path(self.root)}")
                 continue
-            if not label:
+            if bad_value:
+                problems.append(f"{place}: {text} has {bad_value}")
+                continue
+            if not label and self.label_columns is None:
                 problems.append(f"{place}: {text} has an empty label")
                 continue
             part = SPLIT_NAMES.get(named.lower())
@@ -143,7 +164,7 @@ class ImageTable(ImageFolder):
             if key in first:
                 earlier, earlier_label, earlier_part = first[key]
                 if (earlier_label, earlier_part) != (label, part):
-                    what = f"labelled {earlier_label!r} and {label!r}" if earlier_label != label else \
+                    what = f"labelled {_shown(earlier_label)} and {_shown(label)}" if earlier_label != label else \
                         f"in the {earlier_part} and the {part} split"
                     problems.append(f"{earlier} and {place}: {text} is {what}")
                 else:
@@ -162,18 +183,53 @@ class ImageTable(ImageFolder):
         if self.repeated:
             log.warning("%s: %d row(s) repeat an earlier one exactly and are kept once, e.g. %s", where,
                         len(self.repeated), self.repeated[0])
+        self._split_column = split_column
+        if self.multi_label:
+            class_names = self.label_columns or _sorted_labels({name for _, label, _ in listed for name in label})
+            if len(class_names) < 2:
+                raise TableError(f"{where} needs at least two labels, found {class_names or 'none'}.")
+            index = {name: i for i, name in enumerate(class_names)}
+            rows = np.zeros((len(listed), len(class_names)), dtype=np.int32)
+            for r, (_, label, _) in enumerate(listed):
+                rows[r, [index[name] for name in label]] = 1
+            return class_names, [p for p, _, _ in listed], rows, [part for _, _, part in listed]
         class_names = _sorted_labels({label for _, label, _ in listed})
         if len(class_names) < 2:
             raise TableError(f"{where} needs at least two labels, found {class_names or 'none'}.")
         index = {name: i for i, name in enumerate(class_names)}
-        self._split_column = split_column
         return (class_names, [p for p, _, _ in listed], [index[label] for _, label, _ in listed],
                 [part for _, _, part in listed])
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether an image may have several labels (``label_separator`` or ``label_columns`` given)."""
+        return self.label_separator is not None or self.label_columns is not None
+
+    def _label_of(self, row: dict) -> tuple:
+        """A row's label (a text; several labels per image: a sorted tuple of names) and what is wrong with
+        its value, if anything."""
+        if self.label_columns is not None:
+            names, bad = [], []
+            for column in self.label_columns:
+                value = _text(row.get(column)).lower()
+                if value in _YES:
+                    names.append(column)
+                elif value not in _NO:
+                    bad.append(f"{value!r} in column {column!r}")
+            return tuple(names), (f"{', '.join(bad)} (use 1 or 0)" if bad else "")
+        label = _text(row.get(self.label_column))
+        if self.label_separator is None or not label:
+            return label, ""
+        names = [part.strip() for part in label.split(self.label_separator)]
+        if any(not name for name in names):
+            return label, f"an empty label in {label!r} (labels separated by {self.label_separator!r})"
+        return tuple(sorted(set(names))), ""
 
     def _check_readable(self, good: np.ndarray, origin: np.ndarray) -> None:
         """Every label must keep a readable image (each split's own check follows, as for folders)."""
         for label, name in enumerate(self.class_names):
-            if not np.any(good & (self._labels == label)):
+            has = self._labels[:, label] == 1 if self.multi_label else self._labels == label
+            if not np.any(good & has):
                 raise ValueError(f"No readable images labelled {name!r}; see the skipped files in the report.")
 
     def _presplit(self, origin: np.ndarray) -> bool:
@@ -185,7 +241,9 @@ class ImageTable(ImageFolder):
         """`ImageFolder.split_record`, with the table it was read from."""
         return {**super().split_record(), "layout": "table" if self.split != "given" else "given",
                 "table": None if self.table_path is None else str(self.table_path.resolve()),
-                "columns": {"path": self.path_column, "label": self.label_column, "split": self._split_column}}
+                "columns": {"path": self.path_column, "label": self.label_column, "split": self._split_column,
+                            **({"label_separator": self.label_separator} if self.label_separator else {}),
+                            **({"label_columns": self.label_columns} if self.label_columns else {})}}
 
     def label_digest(self) -> str:
         """A digest of every file's label: a checkpoint of a run on this table is not resumed after the
@@ -202,6 +260,14 @@ class ImageTable(ImageFolder):
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self._indices.items())
         source = display_path(self.table_path) if self.table_path is not None else "a DataFrame"
         return f"ImageTable({source!r}, root={str(self.root)!r}, classes={self.class_names}, {sizes})"
+
+
+_YES = {"1", "1.0", "true", "yes", "y"}
+_NO = {"", "0", "0.0", "false", "no", "n"}
+
+
+def _shown(label) -> str:
+    return repr(label) if isinstance(label, str) else repr(", ".join(label))
 
 
 def _text(value) -> str:

@@ -204,7 +204,8 @@ class Evaluation:
 
 def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tta: bool = False,
              verbose: int = 0) -> Evaluation:
-    """Run ``classifier`` over labelled data and return an `Evaluation`.
+    """Run ``classifier`` over labelled data and return an `Evaluation` (a `MultiLabelEvaluation` for a
+    classifier of several labels per image).
 
     ``data`` is an `ImageFolder` (its ``split``, or ``"all"``, with file names) or a dataset (``tf.data``,
     `ArrayBatches`, any iterable) of ``(images, labels)`` batches. The pixels of the ``keep_top``
@@ -217,13 +218,25 @@ def evaluate(classifier, data, split: str = "validation", keep_top: int = 16, tt
     files = None
     dataset = data
     if hasattr(data, "class_names") and hasattr(data, "files"):
+        if getattr(data, "multi_label", False) != getattr(classifier, "multi_label", False):
+            kinds = {True: "several labels per image", False: "one label per image"}
+            raise ValueError(f"The model was trained for {kinds[classifier.multi_label]}, but the data has "
+                             f"{kinds[getattr(data, 'multi_label', False)]}: read the table as it was read for "
+                             "training (label_separator= / label_columns=).")
         if data.class_names != classifier.class_names:
             raise ValueError(f"The model's classes {classifier.class_names} differ from the data's {data.class_names}.")
         files = data.files(split)
         dataset = data.dataset(split)
+    bar = progress(len(files) if files is not None else None, "Evaluating", verbose=verbose)
+    if getattr(classifier, "multi_label", False):
+        from transferkit.evaluation.multilabel import evaluate_multilabel
+
+        try:
+            return evaluate_multilabel(classifier, dataset, files=files, keep_top=keep_top, tta=tta, bar=bar)
+        finally:
+            bar.close()
     labels, probabilities, heap = [], [], []
     offset = 0
-    bar = progress(len(files) if files is not None else None, "Evaluating", verbose=verbose)
     for images, batch_labels in dataset:
         images, batch_labels = np.asarray(images), np.asarray(batch_labels).astype(np.int64).reshape(-1)
         probs = np.asarray(classifier.model.predict_on_batch(images))

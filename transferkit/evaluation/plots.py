@@ -184,19 +184,59 @@ def plot_reliability(calibration: dict, path: os.PathLike | str) -> Path:
     return _save(fig, path)
 
 
+def plot_precision_recall(evaluation, path: os.PathLike | str) -> Path:
+    """Several labels per image: each class's precision-recall curve, its average precision, and the point
+    its threshold picks."""
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    for c, name in enumerate(evaluation.class_names):
+        truth, scores = evaluation.labels[:, c], evaluation.probabilities[:, c]
+        if not truth.any():
+            continue
+        order = np.argsort(-scores, kind="mergesort")
+        hits = np.cumsum(truth[order])
+        precision, recall = hits / np.arange(1, len(order) + 1), hits / truth.sum()
+        row = evaluation.per_class[name]
+        line, = ax.step(recall, precision, where="post", label=f"{name} (AP {row['average_precision']:.3f})")
+        ax.plot([row["recall"]], [row["precision"]], "o", color=line.get_color())
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    mean_ap = evaluation.mean_average_precision
+    ax.set_title(f"Precision-recall per class (mAP {mean_ap:.3f}; dots: the thresholds)" if mean_ap is not None
+                 else "Precision-recall per class")
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def _caption(classifier, probs, labels, i) -> tuple[str, str]:
+    """The title and colour of one image of `plot_predictions`."""
+    if classifier.multi_label:
+        said = classifier.decide(probs[None])[0]
+        title = ", ".join(f"{classifier.class_names[c]} ({probs[c]:.2f})" for c in np.flatnonzero(said)) or "(none)"
+        if labels is None:
+            return title, "black"
+        truth = np.asarray(labels[i]).astype(bool)
+        true_names = ", ".join(classifier.class_names[c] for c in np.flatnonzero(truth)) or "none"
+        return f"{title}\ntrue {true_names}", "green" if np.array_equal(truth, said) else "red"
+    predicted = int(np.argmax(probs))
+    title = f"{classifier.class_names[predicted]} ({probs[predicted]:.2f})"
+    if labels is None:
+        return title, "black"
+    return (f"{title}\ntrue {classifier.class_names[int(labels[i])]}",
+            "green" if int(labels[i]) == predicted else "red")
+
+
 def plot_predictions(classifier, images: np.ndarray, path: os.PathLike | str, labels=None, columns: int = 4) -> Path:
-    """A grid of images with the predicted class and its probability (and the true class, if given)."""
+    """A grid of images with the predicted class and its probability (and the true class, if given); for
+    several labels per image, the labels at or above their thresholds."""
     images = np.asarray(images)
     probabilities = classifier.predict(images)
     fig, axes = _grid(len(images), columns)
     for i, (ax, image, probs) in enumerate(zip(axes, images, probabilities)):
         ax.imshow(image.astype(np.uint8))
-        predicted = int(np.argmax(probs))
-        title = f"{classifier.class_names[predicted]} ({probs[predicted]:.2f})"
-        colour = "black"
-        if labels is not None:
-            colour = "green" if int(labels[i]) == predicted else "red"
-            title += f"\ntrue {classifier.class_names[int(labels[i])]}"
+        title, colour = _caption(classifier, probs, labels, i)
         ax.set_title(title, color=colour, fontsize=9)
     fig.suptitle("Sample predictions")
     return _save(fig, path)

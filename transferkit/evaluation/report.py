@@ -134,10 +134,20 @@ def _split(metrics: dict) -> str:
              f"Unreadable files skipped: {data.get('skipped', 0)}."]
     if excluded:
         notes.append(f"Left out on request ({len(excluded)}): " + ", ".join(html.escape(e) for e in excluded) + ".")
+    if metrics.get("evaluation", {}).get("task") == "multi_label":
+        notes.insert(0, "Several labels per image: each column counts the images that have the class, so the "
+                        "total counts labels, not images.")
     return _table(["split"] + classes + ["total"], rows) + "".join(f"<p>{n}</p>" for n in notes)
 
 
 def _per_class(evaluation: dict) -> str:
+    if evaluation.get("task") == "multi_label":
+        rows = [[name, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                 "n/a" if r["average_precision"] is None else f"{r['average_precision']:.3f}", f"{r['threshold']:.3f}",
+                 r["support"]] for name, r in evaluation["per_class"].items()]
+        return (_table(["class", "precision", "recall", "F1", "average precision", "threshold", "images with it"], rows)
+                + "<p>Several labels per image: each class holds when its probability reaches its threshold (chosen "
+                  "on the validation images for the best F1). Support counts the images that have the class.</p>")
     rows = [[name, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"]]
             for name, r in evaluation["per_class"].items()]
     names = evaluation["class_names"]
@@ -204,10 +214,18 @@ def write_report(run_dir: os.PathLike | str) -> Path:
     metrics = json.loads(metrics_file.read_text())
     evaluation = metrics["evaluation"]
     split = metrics.get("split", "validation")
-    cards = [("accuracy, " + split, _percent(evaluation["accuracy"])),
-             ("after phase 1 (validation)", _percent(metrics.get("val_accuracy_phase1"))),
-             ("after phase 2 (validation)", _percent(metrics.get("val_accuracy_phase2"))),
-             ("images evaluated", evaluation["count"])]
+    several = evaluation.get("task") == "multi_label"
+    if several:
+        cards = [("mAP, " + split, _percent(evaluation["map"])),
+                 ("macro F1, " + split, _percent(evaluation["macro_f1"])),
+                 ("micro F1, " + split, _percent(evaluation["micro_f1"])),
+                 ("exact match, " + split, _percent(evaluation["accuracy"])),
+                 ("images evaluated", evaluation["count"])]
+    else:
+        cards = [("accuracy, " + split, _percent(evaluation["accuracy"])),
+                 ("after phase 1 (validation)", _percent(metrics.get("val_accuracy_phase1"))),
+                 ("after phase 2 (validation)", _percent(metrics.get("val_accuracy_phase2"))),
+                 ("images evaluated", evaluation["count"])]
     if evaluation.get("roc_auc") is not None:
         cards.append(("ROC AUC", f"{evaluation['roc_auc']:.4f}"))
     sections = [
@@ -219,7 +237,8 @@ def write_report(run_dir: os.PathLike | str) -> Path:
         ("Training curves", "<p>The dashed line marks the start of fine-tuning (phase 2).</p>"
          + _picture(folder, "training_curves.png", "training curves")),
         (f"Per-class results ({split} split)", _per_class(evaluation)
-         + _picture(folder, "confusion_matrix.png", "confusion matrix")),
+         + (_picture(folder, "precision_recall.png", "precision-recall curves") if several
+            else _picture(folder, "confusion_matrix.png", "confusion matrix"))),
         ("Calibration", _calibration(folder, evaluation)),
         ("Top losses", "<p>The images the model got most confidently wrong (or barely right).</p>"
          + _top_losses(evaluation, metrics.get("data", {}).get("root"))),

@@ -166,11 +166,23 @@ def summary(metrics: dict, extra: list[tuple[str, str]] = ()) -> str:
     evaluation = metrics["evaluation"]
     seconds = metrics["phase_seconds"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    if evaluation.get("task") == "multi_label":
+        scores = [
+            ("validation mAP after phase 1", fmt(metrics.get("val_map_phase1"))),
+            ("validation mAP after phase 2", fmt(metrics.get("val_map_phase2"))),
+            (f"{metrics['split']} mAP", fmt(evaluation["map"])),
+            (f"{metrics['split']} macro F1 / micro F1", f"{fmt(evaluation['macro_f1'])} / {fmt(evaluation['micro_f1'])}"),
+            (f"{metrics['split']} exact-match accuracy", fmt(evaluation["accuracy"])),
+        ]
+    else:
+        scores = [
+            ("validation accuracy after phase 1", fmt(metrics["val_accuracy_phase1"])),
+            ("validation accuracy after phase 2", fmt(metrics["val_accuracy_phase2"])),
+            (f"{metrics['split']} accuracy", fmt(evaluation["accuracy"])),
+            (f"{metrics['split']} ROC AUC", fmt(evaluation["roc_auc"])),
+        ]
     rows = [
-        ("validation accuracy after phase 1", fmt(metrics["val_accuracy_phase1"])),
-        ("validation accuracy after phase 2", fmt(metrics["val_accuracy_phase2"])),
-        (f"{metrics['split']} accuracy", fmt(evaluation["accuracy"])),
-        (f"{metrics['split']} ROC AUC", fmt(evaluation["roc_auc"])),
+        *scores,
         *extra,
         ("phase 1 / phase 2 wall time", f"{seconds[0]:.0f} s / {seconds[1]:.0f} s"),
         ("skipped files", str(metrics["data"]["skipped"])),
@@ -181,7 +193,9 @@ def summary(metrics: dict, extra: list[tuple[str, str]] = ()) -> str:
         lines += ["", f"Per class ({metrics['split']}):"]
         name_width = max(len(name) for name in evaluation["per_class"])
         lines += [f"  {name:<{name_width}}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
-                  f"f1 {row['f1']:.3f}" for name, row in evaluation["per_class"].items()]
+                  f"f1 {row['f1']:.3f}" + (f"  AP {row['average_precision']:.3f}  threshold {row['threshold']:.3f}"
+                                            if row.get("average_precision") is not None else "")
+                  for name, row in evaluation["per_class"].items()]
     lines += ["", "Wrote:", *(f"  {f}" for f in metrics["files"])]
     return "\n".join(lines)
 
@@ -214,6 +228,8 @@ def save_run(trainer, result, data, output: os.PathLike | str, split: str = "val
         "evaluation": evaluation.to_dict(),
         "val_accuracy_phase1": result.final("val_accuracy", phase=1),
         "val_accuracy_phase2": result.final("val_accuracy", phase=2),
+        **({"val_map_phase1": result.final("val_map", phase=1), "val_map_phase2": result.final("val_map", phase=2)}
+           if result.classifier.multi_label else {}),
         "phase_boundary": result.phase_boundary,
         "phase_seconds": list(result.phase_seconds),
         "history": result.history,

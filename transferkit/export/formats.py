@@ -32,6 +32,9 @@ METADATA_FILE = DESCRIPTION_FILE
 
 def _metadata(classifier, format: str, quantize: str | None, integer_io: str | None = None) -> dict:
     kind = integer_io or "float32"
+    several = {"multi_label": True, "thresholds": list(classifier.thresholds or [0.5] * len(classifier.class_names)),
+               "decision": "several labels per image: one sigmoid probability per class; a class holds when its "
+                           "probability reaches its threshold"} if getattr(classifier, "multi_label", False) else {}
     return {
         "class_names": list(classifier.class_names),
         "image_size": list(classifier.image_size),
@@ -41,6 +44,7 @@ def _metadata(classifier, format: str, quantize: str | None, integer_io: str | N
         "format": format,
         "quantize": quantize,
         "integer_io": integer_io,
+        **several,
     }
 
 

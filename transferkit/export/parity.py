@@ -36,23 +36,36 @@ class Parity:
     labels: np.ndarray
     keras: np.ndarray  # probabilities, (N, classes)
     exported: np.ndarray
+    thresholds: list | None = None  # several labels per image: each class's threshold (labels: 0/1 rows)
 
     @property
     def name(self) -> str:
         return _export_name(self.format, self.quantize, self.integer_io)
 
+    def _decide(self, probabilities: np.ndarray) -> np.ndarray:
+        if self.thresholds is None:
+            return probabilities.argmax(-1)
+        return probabilities >= np.asarray(self.thresholds)[None, :]
+
+    def _same(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a == b if a.ndim == 1 else np.all(a == b, axis=-1)
+
     @property
     def keras_accuracy(self) -> float:
-        return float(np.mean(self.keras.argmax(-1) == self.labels))
+        """The Keras model's accuracy (several labels per image: exact-match, the whole label set right)."""
+        return float(np.mean(self._same(self._decide(self.keras), self._labels())))
 
     @property
     def exported_accuracy(self) -> float:
-        return float(np.mean(self.exported.argmax(-1) == self.labels))
+        return float(np.mean(self._same(self._decide(self.exported), self._labels())))
 
     @property
     def agreement(self) -> float:
-        """The fraction of images both models put in the same class."""
-        return float(np.mean(self.keras.argmax(-1) == self.exported.argmax(-1)))
+        """The fraction of images both models put in the same class (give the same label set)."""
+        return float(np.mean(self._same(self._decide(self.keras), self._decide(self.exported))))
+
+    def _labels(self) -> np.ndarray:
+        return self.labels.astype(bool) if self.thresholds is not None else self.labels
 
     @property
     def max_probability_difference(self) -> float:
@@ -129,7 +142,8 @@ def check_parity(classifier, exported, data, split: str = "validation", verbose:
     with progress(total, f"Comparing {path.name} with the Keras model", verbose=verbose) as bar:
         for images, batch_labels in dataset:
             images = np.asarray(images, dtype=np.float32)
-            labels.append(np.asarray(batch_labels).astype(np.int64).reshape(-1))
+            batch_labels = np.asarray(batch_labels).astype(np.int64)
+            labels.append(batch_labels if classifier.multi_label else batch_labels.reshape(-1))
             keras_probs.append(np.asarray(classifier.model.predict_on_batch(images)))
             exported_probs.append(np.asarray(exported.predict(images), dtype=np.float32))
             bar.update(len(images))
@@ -138,7 +152,9 @@ def check_parity(classifier, exported, data, split: str = "validation", verbose:
     description = _description(path)
     return Parity(description.get("format", path.suffix.lstrip(".") or "savedmodel"), description.get("quantize"),
                   description.get("integer_io"), np.concatenate(labels), np.concatenate(keras_probs),
-                  np.concatenate(exported_probs))
+                  np.concatenate(exported_probs),
+                  thresholds=(classifier.thresholds or [0.5] * len(classifier.class_names)) if classifier.multi_label
+                  else None)
 
 
 def _description(path: Path) -> dict:

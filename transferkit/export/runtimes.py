@@ -37,7 +37,8 @@ class ExportedClassifier(Predictor):
     def __init__(self, path: os.PathLike | str):
         self.path = Path(path)
         description = read_description(self.path)
-        super().__init__(description["class_names"], description["image_size"])
+        super().__init__(description["class_names"], description["image_size"],
+                         multi_label=description.get("multi_label", False), thresholds=description.get("thresholds"))
 
 
 class TFLiteClassifier(ExportedClassifier):

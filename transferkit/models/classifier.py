@@ -32,15 +32,32 @@ class Classifier(Predictor):
     ``(images, labels)``.
     """
 
+    _output_layer = None
+
     def __init__(self, model: keras.Model):
         layers = [layer for layer in model.layers if isinstance(layer, ClassProbabilities)]
         if not layers:
             raise ValueError(
                 f"Model {model.name!r} has no ClassProbabilities output layer; it was not made by transferkit."
             )
-        super().__init__(layers[-1].class_names, (model.input_shape[1], model.input_shape[2]))
+        super().__init__(layers[-1].class_names, (model.input_shape[1], model.input_shape[2]),
+                         multi_label=layers[-1].multi_label)
         self.model = model
         self._output_layer = layers[-1]
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Several labels per image: each class's decision threshold on its probability, chosen on the
+        validation images after training and saved inside the ``.keras`` file; None otherwise."""
+        return None if self._output_layer is None else self._output_layer.thresholds
+
+    @thresholds.setter
+    def thresholds(self, values) -> None:
+        if getattr(self, "_output_layer", None) is None:
+            return  # Predictor.__init__ sets it before the layer is known
+        if values is not None and (not self.multi_label or len(values) != len(self.class_names)):
+            raise ValueError(f"thresholds={values!r}: give one per class, for a model of several labels per image.")
+        self._output_layer.thresholds = None if values is None else [float(v) for v in values]
 
     @property
     def split(self) -> dict | None:

@@ -35,9 +35,12 @@ class Predictor:
     #: ``"uint8"`` / ``"int8"`` for a full-integer model, else None.
     integer_io: str | None = None
 
-    def __init__(self, class_names, image_size):
+    def __init__(self, class_names, image_size, multi_label: bool = False, thresholds=None):
         self.class_names: list[str] = [str(c) for c in class_names]
         self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
+        #: Several labels per image: one sigmoid probability per class, each decided at its threshold.
+        self.multi_label = bool(multi_label)
+        self.thresholds: list[float] | None = None if thresholds is None else [float(t) for t in thresholds]
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, num_classes)`` for one float32 batch ``(n, H, W, 3)``."""
@@ -79,9 +82,22 @@ class Predictor:
             probabilities = (probabilities + self.predict_array(images[:, :, ::-1], batch_size, verbose)) / 2
         return probabilities
 
-    def predict_classes(self, x, batch_size: int = 32) -> list[str]:
-        """The most probable class name of each image."""
-        return [self.class_names[i] for i in np.argmax(self.predict(x, batch_size), axis=-1)]
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """The decision of each row of probabilities: the class index (one label per image), or a
+        True/False row of the classes at or above their thresholds (several labels per image)."""
+        probabilities = np.asarray(probabilities)
+        if self.multi_label:
+            thresholds = self.thresholds or [0.5] * len(self.class_names)
+            return probabilities >= np.asarray(thresholds)[None, :]
+        return np.argmax(probabilities, axis=-1)
+
+    def predict_classes(self, x, batch_size: int = 32) -> list:
+        """The most probable class name of each image; for several labels per image, the list of class
+        names at or above their thresholds."""
+        decisions = self.decide(self.predict(x, batch_size))
+        if self.multi_label:
+            return [[self.class_names[c] for c in np.flatnonzero(row)] for row in decisions]
+        return [self.class_names[i] for i in decisions]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(classes={self.class_names}, image_size={self.image_size})"

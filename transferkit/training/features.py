@@ -140,7 +140,8 @@ class FrozenFeatures:
         self.seed = seed
         shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.shuffle_seed = shuffle_seed if shuffle_seed is not None else int(np.random.default_rng().integers(2**31))
-        self.train_labels = np.tile(data.labels("train"), self.views)
+        train_labels = data.labels("train")
+        self.train_labels = np.tile(train_labels, (self.views,) + (1,) * (train_labels.ndim - 1))  # view-major
         self.validation_labels = data.labels("validation")
         if cut is not None and cut >= len(backbone.layers):
             cut = None

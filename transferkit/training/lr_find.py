@@ -171,7 +171,7 @@ def lr_find(trainer, data, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int
         raise ValueError(f"steps={steps!r}: give at least 20 steps, enough to see where the loss turns.")
     if trainer.seed is not None:
         keras.utils.set_random_seed(trainer.seed)
-    trainer.build(data.class_names, data.image_size)
+    trainer.build(data.class_names, data.image_size, multi_label=getattr(data, "multi_label", False))
     index = trainer.unfreeze_index()
     recipe = trainer._recipe(data, index, [1, 2] if 2 in phases else [1], verbose=0)
     sweeps: dict[int, LRSweep] = {}
@@ -193,6 +193,6 @@ def lr_find(trainer, data, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int
         recipe.close()
     if trainer.seed is not None:
         keras.utils.set_random_seed(trainer.seed)
-    trainer.build(data.class_names, data.image_size)  # the sweeps' weights are not a model to keep
+    trainer.build(data.class_names, data.image_size, multi_label=getattr(data, "multi_label", False))  # the sweeps' weights are not a model to keep
     return LRFinding(sweeps, sweeps[1].suggestion if 1 in sweeps else None,
                      sweeps[2].suggestion / learning_rate if 2 in sweeps else None)

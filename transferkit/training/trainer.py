@@ -33,6 +33,7 @@ import numpy as np
 
 from transferkit.training import distribute
 from transferkit.models.augment import PRESETS
+from transferkit.models.thresholds import choose_thresholds
 from transferkit.models.augment import augmentation as make_augmentation
 from transferkit.models import defaults
 from transferkit.models.backbones import BackboneSpec, get_backbone, get_backbone_spec
@@ -361,16 +362,17 @@ class TwoPhaseTrainer:
             return make_augmentation(options.pop("preset", "default"), seed=self._augmentation_seed, **options)
         raise TypeError(f"augmentation={aug!r}: give a preset name, a dict of options, a Keras layer or None.")
 
-    def build(self, class_names, image_size) -> keras.Model:
-        """Build a fresh training model (logits out) and its `Classifier` (probabilities out)."""
+    def build(self, class_names, image_size, multi_label: bool = False) -> keras.Model:
+        """Build a fresh training model (logits out) and its `Classifier` (probabilities out); with
+        ``multi_label``, for several labels per image (a sigmoid per class)."""
         image_size = tuple(int(s) for s in image_size)
         if self.image_size is not None and self.image_size != image_size:
             raise ValueError(f"The trainer was set to image_size={self.image_size} but the data is {image_size}.")
         with self._model_scope():
-            return self._build(class_names, image_size)
+            return self._build(class_names, image_size, multi_label)
 
-    def _build(self, class_names, image_size) -> keras.Model:
-        head = self.head.with_num_classes(len(class_names))
+    def _build(self, class_names, image_size, multi_label: bool = False) -> keras.Model:
+        head = self.head.with_num_classes(len(class_names), multi_label=multi_label or self.head.multi_label)
         inputs = keras.Input((*image_size, 3), name="image")
         preprocessing = self.spec.preprocessing_layer()
         self.backbone_model = get_backbone(
@@ -386,8 +388,8 @@ class TwoPhaseTrainer:
         logits = head(features(augment(inputs) if augment is not None else inputs))
         name = re.sub(r"\W+", "_", Path(self.backbone.rstrip("/")).name) + "_classifier"  # a preset: its folder
         self.model = keras.Model(inputs, logits, name=name)
-        probabilities = ClassProbabilities(class_names, image_size, name="probabilities",
-                                           dtype="float32")(head(features(inputs)))
+        probabilities = ClassProbabilities(class_names, image_size, name="probabilities", dtype="float32",
+                                           multi_label=head.multi_label)(head(features(inputs)))
         self.classifier = Classifier(keras.Model(inputs, probabilities, name=name))
         self.parts = BuiltModel(self.model, self.classifier, self.backbone_model, head, preprocessing, augment)
         return self.model
@@ -511,7 +513,7 @@ class TwoPhaseTrainer:
         if rebuild:
             if self.seed is not None:
                 keras.utils.set_random_seed(self.seed)
-            self.build(data.class_names, data.image_size)
+            self.build(data.class_names, data.image_size, multi_label=getattr(data, "multi_label", False))
         elif self.model is None:
             raise RuntimeError("fit(rebuild=False) trains the model build() made: call build() first.")
         self._initial = None
@@ -550,6 +552,8 @@ class TwoPhaseTrainer:
             self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
         if self.distribution is not None:
             self.classifier = self._one_device_copy(self.classifier)
+        if self.classifier.multi_label:
+            self.set_thresholds(data)
         seconds = progress.seconds
         return TrainingResult(history=progress.history, phase_boundary=boundary, classifier=self.classifier,
                               phase_seconds=(seconds[0] + (preparation if 1 in phases else 0.0), seconds[1]),
@@ -564,6 +568,16 @@ class TwoPhaseTrainer:
         from transferkit.training.lr_find import lr_find
 
         return lr_find(self, data, min_lr=min_lr, max_lr=max_lr, steps=steps, phases=phases, epochs=epochs)
+
+    def set_thresholds(self, data) -> list[float]:
+        """Several labels per image: give each class of the trained classifier the threshold with the best F1
+        on ``data``'s validation images (`choose_thresholds`; ``fit`` does this at its end). Returns them."""
+        labels, probabilities = [], []
+        for images, batch_labels in data.validation:
+            probabilities.append(np.asarray(self._trained().model.predict_on_batch(np.asarray(images))))
+            labels.append(np.asarray(batch_labels))
+        self.classifier.thresholds = choose_thresholds(np.concatenate(labels), np.concatenate(probabilities))
+        return self.classifier.thresholds
 
     def _check_whole_batches(self, data) -> None:
         """Several processes train on whole batches only (each process takes its share of each): a

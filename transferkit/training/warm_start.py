@@ -44,6 +44,10 @@ def start_from(trainer, source: os.PathLike | str | Classifier) -> str:
     if unknown:
         raise ValueError(f"{name} knows classes the data does not have ({', '.join(unknown)}); its classes are "
                          f"{old}, the data's {new}. A warm start keeps every class it knows: add their images.")
+    if classifier.multi_label != trainer.classifier.multi_label:
+        kinds = {True: "several labels per image", False: "one label per image"}
+        raise ValueError(f"{name} was trained for {kinds[classifier.multi_label]}, the data has "
+                         f"{kinds[trainer.classifier.multi_label]}: a warm start continues the same task.")
     theirs, mine = _head_of(classifier.model), trainer.parts.head
     skip_theirs, skip_mine = {id(v) for v in theirs.logits.weights}, {id(v) for v in mine.logits.weights}
     their_weights = [v for v in classifier.model.weights if id(v) not in skip_theirs]
@@ -60,11 +64,12 @@ def start_from(trainer, source: os.PathLike | str | Classifier) -> str:
         target.assign(array)
         digest.update(np.ascontiguousarray(array).tobytes())
     kernel, bias = (np.asarray(w) for w in theirs.logits.weights)
-    if mine.logits.units == 1:  # two classes, the same two
+    if mine.logits.units == 1 or (mine.multi_label and old == new):  # the same classes, a logit each as before
         mine.logits.kernel.assign(kernel)
         mine.logits.bias.assign(bias)
     else:
-        kernel, bias = _as_softmax_columns(kernel, bias)
+        if not mine.multi_label:  # several labels per image: a logit per class already
+            kernel, bias = _as_softmax_columns(kernel, bias)
         my_kernel, my_bias = (np.array(w) for w in mine.logits.weights)
         for j, class_name in enumerate(old):
             my_kernel[:, new.index(class_name)] = kernel[:, j]

@@ -11,6 +11,8 @@ MAX_TRIALS = 10
 TRIAL_EPOCHS = 3
 TRIAL_FINE_TUNE_EPOCHS = 3
 METRIC = "val_accuracy"
+#: The score of a search on several labels per image: validation mAP (mean average precision).
+MULTI_LABEL_METRIC = "val_map"
 PROJECT_NAME = "transferkit"
 DROPOUT_RANGE = (0.0, 0.5)
 HIDDEN_UNITS = (0, 128, 256)

@@ -135,7 +135,7 @@ class TwoPhaseHyperModel(kt.HyperModel):
         trainer: TwoPhaseTrainer | dict | None = None,
         epochs: int = defaults.TRIAL_EPOCHS,
         fine_tune_epochs: int = defaults.TRIAL_FINE_TUNE_EPOCHS,
-        metric: str = defaults.METRIC,
+        metric: str | None = None,
         dropout_range: tuple[float, float] = defaults.DROPOUT_RANGE,
         hidden_units: tuple[int, ...] = defaults.HIDDEN_UNITS,
         learning_rate_range: tuple[float, float] = defaults.LEARNING_RATE_RANGE,
@@ -145,6 +145,7 @@ class TwoPhaseHyperModel(kt.HyperModel):
         trainer_options: dict | None = None,
         name: str | None = None,
         backbones: list[str] | None = None,
+        multi_label: bool = False,
         **options,
     ):
         super().__init__(name=name, tunable=True)
@@ -165,7 +166,9 @@ class TwoPhaseHyperModel(kt.HyperModel):
         self.image_size = tuple(image_size)
         self.epochs = epochs
         self.fine_tune_epochs = fine_tune_epochs
-        self.metric = metric
+        self.multi_label = bool(multi_label)
+        #: The score of a trial: by default validation accuracy, or mAP for several labels per image.
+        self.metric = metric or (defaults.MULTI_LABEL_METRIC if self.multi_label else defaults.METRIC)
         self.dropout_range = dropout_range
         self.hidden_units = tuple(hidden_units)
         self.learning_rate_range = learning_rate_range
@@ -286,7 +289,7 @@ class TwoPhaseHyperModel(kt.HyperModel):
         trainer = self.trainer_for(hp, seed=trial_seed(self.seed, self.trial_id or "0"))
         if trainer.seed is not None:
             keras.utils.set_random_seed(trainer.seed)
-        trainer.build(self.class_names, self.image_size)
+        trainer.build(self.class_names, self.image_size, multi_label=self.multi_label)
         trainer.freeze_backbone()
         trainer.compile(trainer.learning_rate)
         self.trainer = trainer
@@ -489,7 +492,8 @@ def _budget(hyperband: bool, hypermodel: TwoPhaseHyperModel, max_trials: int, ma
 
 
 def _hypermodel(data, directory, project_name, options: dict) -> TwoPhaseHyperModel:
-    hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size, **options)
+    hypermodel = TwoPhaseHyperModel(data.class_names, data.image_size,
+                                    multi_label=getattr(data, "multi_label", False), **options)
     if hypermodel.cache_features and hypermodel.cache_dir is None:
         hypermodel.base["cache_dir"] = str(Path(directory) / project_name / "features")
     return hypermodel
@@ -547,6 +551,8 @@ def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, ou
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         search.load_model(best[0])  # rebuilds the best trial's model and loads its final weights
     result.classifier = hypermodel.trainer.classifier
+    if result.classifier.multi_label:
+        hypermodel.trainer.set_thresholds(data)
     if output is not None:
         from transferkit.evaluation.run import save_search
 
