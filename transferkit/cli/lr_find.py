@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transferkit.cli.options import UsageError, add_data_options, add_model_options, command_parser, load_data
+from transferkit.cli.options import (UsageError, add_data_options, add_model_options, command_parser, load_data,
+                                     table_flags)
 from transferkit.training import settings
 
 OUTPUTS = ("lr_find.png", "lr_find.json")
@@ -71,6 +72,6 @@ def run(args) -> int:
         flags = [f"--learning-rate {finding.learning_rate:.3g}"] if finding.learning_rate is not None else []
         if finding.fine_tune_lr_factor is not None:
             flags.append(f"--fine-tune-lr-factor {finding.fine_tune_lr_factor:.3g}")
-        print(f"train with: transferkit train {args.data_dir} {' '.join(flags)}")
+        print(f"train with: transferkit train {args.data_dir} {' '.join(table_flags(args) + flags)}")
         print(f"Wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
     return 0

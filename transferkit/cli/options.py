@@ -152,6 +152,19 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
                    help="several labels per image: the --labels columns, one per class, that say 1 or 0")
 
 
+def table_flags(args) -> list[str]:
+    """The ``--labels`` options given, as a command line repeats them (a suggestion's ``train with: ...``)."""
+    import shlex
+
+    given = [("--labels", getattr(args, "labels", None))]
+    if given[0][1]:
+        given += [("--path-column", args.path_column if args.path_column != "path" else None),
+                  ("--label-column", args.label_column if args.label_column != "label" else None),
+                  ("--split-column", args.split_column), ("--label-separator", args.label_separator),
+                  ("--label-columns", args.label_columns)]
+    return [f"{flag} {shlex.quote(str(value))}" for flag, value in given if value]
+
+
 def labels_as_recorded(args, classifier) -> None:
     """A model of several labels per image read its table with ``--label-separator`` or ``--label-columns``:
     where neither is given again, take the ones its split record names."""

@@ -8,7 +8,6 @@ TensorFlow backend, which exports it. One process per export; TensorFlow must be
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from transferkit.data.pipeline import has_tensorflow
 
 __all__ = ["TENSORFLOW_FORMATS", "export_on_tensorflow"]
 
@@ -37,7 +38,7 @@ export(load_model(request.pop("model")), request.pop("path"), format=request.pop
 
 def export_on_tensorflow(classifier, path: Path, format: str, representative_images=None, **options) -> Path:
     """`transferkit.export.export` run in a process on the TensorFlow backend; returns ``path``."""
-    if importlib.util.find_spec("tensorflow") is None:
+    if not has_tensorflow():
         raise ImportError(f"Export to {format} converts through TensorFlow, which is not installed here: "
                           'pip install "transferkit[tensorflow]" (the .keras file works on every backend, '
                           "and can be exported on a machine that has TensorFlow).")
