@@ -215,12 +215,16 @@ def test_an_export_keeps_the_labels_and_thresholds_and_agrees(trained, data, tmp
 def test_a_search_scores_trials_by_validation_map(data, tmp_path):
     from transferkit.tuning import tune
 
-    result = tune(data, tmp_path, max_trials=2, verbose=0, isolate_trials=False, epochs=2, fine_tune_epochs=1,
-                  unfreeze_points=["block2"], hidden_units=(0,), **{k: v for k, v in CNN.items()
-                                                                      if k not in ("unfreeze_from", "learning_rate")})
+    settings = dict(max_trials=2, verbose=0, isolate_trials=False, epochs=2, fine_tune_epochs=1,
+                    unfreeze_points=["block2"], hidden_units=(0,),
+                    **{k: v for k, v in CNN.items() if k not in ("unfreeze_from", "learning_rate")})
+    result = tune(data, tmp_path / "map", **settings)
     assert result.tuner.oracle.objective.name == "final_val_map"
     assert all(t["score"] is not None for t in result.trials)
     assert result.classifier.multi_label and result.classifier.thresholds is not None
+    by_f1 = tune(data, tmp_path / "f1", metric="val_macro_f1", **settings)
+    assert by_f1.tuner.oracle.objective.name == "final_val_macro_f1"
+    assert all(0.0 <= t["score"] <= 1.0 for t in by_f1.trials) and by_f1.trials[0]["score"] != result.trials[0]["score"]
 
 
 def test_a_warm_start_continues_several_labels_and_refuses_another_task(trained, data, tmp_path):

@@ -126,12 +126,14 @@ class ClassifierHead(keras.layers.Layer):
 
     def make_metrics(self) -> list[keras.metrics.Metric]:
         """Accuracy on logits: threshold 0 for one logit (sigmoid 0.5), argmax otherwise. Several labels
-        per image: ``accuracy`` is the share of (image, class) decisions right at sigmoid 0.5, and ``map``
-        the mean over classes of the area under the precision-recall curve (average precision)."""
+        per image: ``accuracy`` is the share of (image, class) decisions right at sigmoid 0.5, ``map`` the
+        mean over classes of the area under the precision-recall curve (average precision), and
+        ``macro_f1`` the mean of the classes' F1 at sigmoid 0.5 (a search may optimise either)."""
         if self.multi_label:
             return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
                     keras.metrics.AUC(curve="PR", multi_label=True, num_labels=self.num_classes, from_logits=True,
-                                      name="map")]
+                                      name="map"),
+                    MacroF1OnLogits(name="macro_f1")]
         if self.binary:
             return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -146,6 +148,20 @@ class ClassifierHead(keras.layers.Layer):
             "hidden_activation": self.hidden_activation,
             **({"multi_label": True} if self.multi_label else {}),  # a single-label head's config stays as it was
         }
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class MacroF1OnLogits(keras.metrics.F1Score):
+    """Keras's macro-averaged ``F1Score`` at sigmoid 0.5, read from logits (one per class)."""
+
+    def __init__(self, name="macro_f1", dtype=None):
+        super().__init__(average="macro", threshold=0.5, name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(y_true, ops.sigmoid(y_pred), sample_weight)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
