@@ -3,6 +3,7 @@
     python benchmarks/seeds.py --variant 'default:{}' --variant 'exact:{"cache_features": false}'
     python benchmarks/seeds.py --variant 'p224:{"image_size": 224}' --seeds 1 2 3 4
     python benchmarks/seeds.py --variant 'lr-find:{"lr_find": true}' --feature-cache /tmp/features
+    python benchmarks/seeds.py --variant 'tutorial:{"reference": true}'   # the tutorial's recipe, by hand
     python benchmarks/seeds.py --table                        # the table of every run recorded so far
 
 Each (variant, seed) trains `TwoPhaseTrainer(weights=..., seed=seed, **options)` on an `ImageFolder` of
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from two_phase import DATA, WEB, WEIGHTS, web_accuracy
+from two_phase import DATA, WEB, WEIGHTS, reference, web_accuracy, web_accuracy_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,8 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     epochs = int(options.pop("epochs", 10))
     fine_tune_epochs = int(options.pop("fine_tune_epochs", 10))
     size = options.pop("image_size", None)
+    if options.pop("reference", False):  # the tutorial's recipe, written out by hand (two_phase.reference)
+        return reference_run(data_dir, web_dir, weights, int(size or 160), epochs, fine_tune_epochs, seed)
     folder_options = {"image_size": (int(size), int(size))} if size else {}
     start = time.perf_counter()
     data = ImageFolder(data_dir, batch_size=32, seed=seed, **folder_options)
@@ -71,6 +74,18 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     }
     if web_dir is not None:
         figures["web_acc"] = web_accuracy(classifier, web_dir)
+    return figures
+
+
+def reference_run(data_dir: Path, web_dir: Path | None, weights: str, size: int, epochs: int, fine_tune_epochs: int,
+                  seed: int) -> dict:
+    """The tutorial recipe (`two_phase.reference`), scored as `one_run` scores transferkit's."""
+    figures = reference(data_dir, weights, size, epochs, fine_tune_epochs, seed)
+    model = figures.pop("model")
+    figures.update(val_acc=figures["val_acc_phase2"], val_acc_history=figures["val_acc_phase2"],
+                   image_size=[size, size], features_reused=False)
+    if web_dir is not None:
+        figures["web_acc"] = web_accuracy_reference(model, web_dir, size)
     return figures
 
 
