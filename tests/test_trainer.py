@@ -274,3 +274,27 @@ def test_the_recipes_receive_the_built_model_not_the_trainer(tiny_data):
         cached.close()
     with pytest.raises(ValueError, match="leaves no frozen layers"):
         CachedRecipe(built, tiny_data, cut=1, phases=[1, 2])
+
+
+# The layers phase 2 must train, written out from MobileNetV2's architecture (not from the trainable flags
+# the code under test sets): every convolution from the unfreeze point on, no BatchNormalization, and the
+# head's logits.
+MOBILENET_TOP = {
+    "block_15": ["block_15_expand", "block_15_depthwise", "block_15_project", "block_16_expand",
+                 "block_16_depthwise", "block_16_project", "Conv_1"],
+    "block_16_project": ["block_16_project", "Conv_1"],
+}
+
+
+@pytest.mark.parametrize("cache_features", [True, False], ids=["fast", "exact"])
+@pytest.mark.parametrize("point", sorted(MOBILENET_TOP))
+def test_phase_two_trains_exactly_the_layers_from_the_unfreeze_point(tiny_data, cache_features, point):
+    from conftest import TrainedInPhaseTwo
+
+    probe = TrainedInPhaseTwo()
+    trainer = tiny_trainer(unfreeze_from=point, cache_features=cache_features)
+    trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, callbacks=[probe], verbose=0)
+    owners = {path.split("/")[-2] for path in probe.paths}
+    assert owners == set(MOBILENET_TOP[point]) | {"logits"}
+    kinds = {path.split("/")[-1] for path in probe.paths}
+    assert kinds <= {"kernel", "depthwise_kernel", "bias"}  # no gamma/beta: BatchNormalization stays frozen
