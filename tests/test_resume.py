@@ -35,29 +35,72 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("cache_features", [True, False])
-@pytest.mark.parametrize("stop_at", [1, 3])  # in phase 1; in phase 2
+@pytest.mark.parametrize("stop_at", [0, 2, 3])  # inside phase 1 (its optimizer state resumed too); at its end; phase 2
 def test_a_resumed_run_ends_as_the_uninterrupted_one(data, tmp_path, cache_features, stop_at):
     settings = dict(**CNN, seed=5, cache_features=cache_features)
     whole = tiny_trainer(**settings)
-    expected = whole.fit(data, epochs=2, fine_tune_epochs=3, verbose=0, checkpoint_dir=tmp_path / "whole")
+    expected = whole.fit(data, epochs=3, fine_tune_epochs=2, verbose=0, checkpoint_dir=tmp_path / "whole")
     images = data.images("validation")
 
     with pytest.raises(KeyboardInterrupt):
-        tiny_trainer(**settings).fit(data, epochs=2, fine_tune_epochs=3, verbose=0,
+        tiny_trainer(**settings).fit(data, epochs=3, fine_tune_epochs=2, verbose=0,
                                      callbacks=[Interrupt(stop_at)], checkpoint_dir=tmp_path / "ckpt")
     state = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
-    assert state["epochs_done"] == stop_at + 1 and state["phase"] == (1 if stop_at < 2 else 2)
+    assert state["epochs_done"] == stop_at + 1 and state["phase"] == (1 if stop_at < 3 else 2)
 
     epochs = Epochs()
     resumed = tiny_trainer(**settings)
-    result = resumed.fit(data, epochs=2, fine_tune_epochs=3, verbose=0, callbacks=[epochs],
+    result = resumed.fit(data, epochs=3, fine_tune_epochs=2, verbose=0, callbacks=[epochs],
                          checkpoint_dir=tmp_path / "ckpt")
     assert epochs.seen == list(range(stop_at + 1, 5))  # no finished epoch runs again
-    assert result.phase_boundary == 2
+    assert result.phase_boundary == 3
     np.testing.assert_allclose(resumed.predict(images), whole.predict(images), atol=1e-5)
     for key in ("loss", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(result.history[key], expected.history[key], rtol=1e-4, atol=1e-6)
     assert np.ptp(whole.predict(images)[:, 1]) > 0.05  # the model's outputs depend on its input
+
+
+@pytest.mark.parametrize("crash_in", ["arrays", "state"])
+def test_a_crash_while_a_checkpoint_is_written_resumes_from_the_one_before(data, tmp_path, monkeypatch, crash_in):
+    """The third epoch's checkpoint dies half-written (in its arrays, or in its state file after the arrays):
+    the second epoch's checkpoint is whole, and the resumed run ends as the uninterrupted one."""
+    from transferkit.training import checkpoint
+
+    settings = dict(**CNN, seed=5)
+    whole = tiny_trainer(**settings)
+    whole.fit(data, epochs=2, fine_tune_epochs=2, verbose=0)
+    writes = {"count": 0}
+    real_savez, real_write = checkpoint.np.savez, checkpoint.write_atomically
+
+    class Crash(Exception):
+        pass
+
+    def savez(handle, **arrays):
+        writes["count"] += 1
+        if crash_in == "arrays" and writes["count"] == 3:
+            handle.write(b"PK\x03\x04 half a zip")  # the bytes a killed process leaves behind
+            raise Crash
+        return real_savez(handle, **arrays)
+
+    def write_atomically(path, text):
+        if crash_in == "state" and writes["count"] == 3:
+            with open(path.with_name(path.name + ".tmp-crash"), "w") as handle:
+                handle.write(text[: len(text) // 2])
+            raise Crash
+        return real_write(path, text)
+
+    monkeypatch.setattr(checkpoint.np, "savez", savez)
+    monkeypatch.setattr(checkpoint, "write_atomically", write_atomically)
+    with pytest.raises(Crash):
+        tiny_trainer(**settings).fit(data, epochs=2, fine_tune_epochs=2, verbose=0, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["epochs_done"] == 2
+    epochs = Epochs()
+    resumed = tiny_trainer(**settings)
+    resumed.fit(data, epochs=2, fine_tune_epochs=2, verbose=0, callbacks=[epochs], checkpoint_dir=tmp_path)
+    assert epochs.seen == [2, 3]
+    images = data.images("validation")
+    np.testing.assert_allclose(resumed.predict(images), whole.predict(images), atol=1e-5)
 
 
 def test_a_finished_run_is_not_trained_again(data, tmp_path):
