@@ -109,6 +109,17 @@ def planted(tmp_path):
     return root
 
 
+def test_the_least_typical_image_comes_first_and_the_list_runs_from_there(planted):
+    odd = np.zeros((48, 48, 3), np.uint8)
+    odd[:, :, 1] = 255  # pure green among red and blue photos
+    Image.fromarray(odd).save(planted / "train" / "cats" / "green.png")
+    data = ImageFolder(planted, image_size=(32, 32), batch_size=8)
+    report = audit(data, thumbnails(), folds=3, outliers=6)
+    assert report.outliers[0]["file"] == "train/cats/green.png"
+    scores = [o["score"] for o in report.outliers]
+    assert len(scores) == 6 and scores == sorted(scores)  # least typical (lowest score) first
+
+
 def test_the_audit_finds_a_planted_flip_and_a_leaked_duplicate(planted, tmp_path):
     data = ImageFolder(planted, image_size=(32, 32), batch_size=8)
     report = audit(data, thumbnails(), folds=3, outliers=5)
