@@ -27,6 +27,21 @@ def test_augmentation_changes_images_in_training_only():
     assert not np.allclose(block(x, training=True), x)
 
 
+def test_a_plain_fraction_leaves_that_share_of_the_images_as_they_are():
+    x = np.random.default_rng(0).uniform(0, 255, (400, 16, 16, 3)).astype("float32")
+    block = augmentation("default", seed=1, plain_fraction=0.25)
+    plain = [np.all(np.isclose(keras.ops.convert_to_numpy(block(x, training=True)), x), axis=(1, 2, 3)).mean()
+             for _ in range(3)]
+    assert all(0.18 < p < 0.32 for p in plain)  # 100 of 400 expected, drawn anew at every call
+    never = augmentation("default", seed=1)
+    assert np.all(np.isclose(keras.ops.convert_to_numpy(never(x, training=True)), x), axis=(1, 2, 3)).mean() < 0.02
+    assert np.allclose(keras.ops.convert_to_numpy(block(x, training=False)), x)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(block))
+    assert again.layers[0].plain_fraction == 0.25 and len(again.layers[0].block.layers) == 2
+    with pytest.raises(ValueError, match="plain_fraction=1.5"):
+        augmentation("default", plain_fraction=1.5)
+
+
 @pytest.mark.parametrize("num_classes, units", [(2, 1), (3, 3), (10, 10)])
 def test_head_logits(num_classes, units):
     head = ClassifierHead(num_classes=num_classes, hidden_units=8, pooling="max")
