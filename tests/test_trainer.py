@@ -298,3 +298,19 @@ def test_phase_two_trains_exactly_the_layers_from_the_unfreeze_point(tiny_data, 
     assert owners == set(MOBILENET_TOP[point]) | {"logits"}
     kinds = {path.split("/")[-1] for path in probe.paths}
     assert kinds <= {"kernel", "depthwise_kernel", "bias"}  # no gamma/beta: BatchNormalization stays frozen
+
+
+def test_the_exact_recipe_leaves_one_image_in_views_as_it_is(tiny_data):
+    from transferkit.models.augment import PartlyAugmented
+
+    trainer = tiny_trainer(cache_features=False, views=4)
+    trainer.build(tiny_data.class_names, tiny_data.image_size)
+    mix = trainer.model.get_layer("view_mix")
+    assert isinstance(mix, PartlyAugmented) and mix.plain_fraction == 0.25
+    assert trainer.parts.augmentation is mix.block  # the fast path's views 1, 2, ... stay augmented
+    x = np.random.default_rng(0).uniform(0, 255, (400, 32, 32, 3)).astype("float32")
+    served = keras.ops.convert_to_numpy(mix(x, training=True))
+    assert 0.18 < np.all(np.isclose(served, x), axis=(1, 2, 3)).mean() < 0.32
+    tutorial = tiny_trainer(cache_features=False, augmentation={"preset": "default", "plain_fraction": 0})
+    tutorial.build(tiny_data.class_names, tiny_data.image_size)
+    assert not any(isinstance(layer, PartlyAugmented) for layer in tutorial.model.layers)

@@ -32,7 +32,9 @@ class BuiltModel:
         backbone: the backbone network (its layers are what phase 2 unfreezes).
         head: the `ClassifierHead`, its ``num_classes`` set from the data.
         preprocessing: the backbone's input preprocessing layer, or None.
-        augmentation: the augmentation layer, or None.
+        augmentation: the augmentation block the fast path draws its views 1, 2, ... through, or None. The
+            training model holds it inside `PartlyAugmented` (each image plain with probability
+            ``1 / views``, as view 0 is plain), unless the block names its own ``plain_fraction``.
     """
 
     model: keras.Model

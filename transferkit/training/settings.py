@@ -114,8 +114,9 @@ class FastPath(_Settings):
 
     Args:
         cache_features: use the fast path; ``False`` runs the exact recipe (fresh augmentation every
-            epoch, the whole network every step).
-        views: augmented variants per training image (view 0 unaugmented).
+            epoch, each image unaugmented with probability ``1 / views``; the whole network every step).
+        views: augmented variants per training image (view 0 unaugmented); the exact recipe's share of
+            unaugmented images is ``1 / views`` too.
         feature_dtype: storage type of cached features (``"float16"`` halves memory).
         cache_dir: keep cached features in files here, reused by later runs on the same files,
             weights and settings; by default in memory for one ``fit``.

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from transferkit.training import distribute
-from transferkit.models.augment import PRESETS
+from transferkit.models.augment import PRESETS, PartlyAugmented
 from transferkit.models.thresholds import choose_thresholds
 from transferkit.models.augment import augmentation as make_augmentation
 from transferkit.models import defaults
@@ -159,10 +159,13 @@ class TwoPhaseTrainer:
         cache_features: run the frozen layers once over ``views`` augmented variants of each
             training image (view 0 unaugmented) and once over the validation images, then train the
             head (phase 1) and the unfrozen top (phase 2) on those cached outputs; see
-            `transferkit.training.features`. ``False`` runs the exact recipe: fresh augmentation every epoch,
-            the whole network every step. Needs an `ImageFolder`-like ``data`` (``dataset``,
+            `transferkit.training.features`. ``False`` runs the exact recipe: fresh augmentation every epoch
+            (each image left as it is with probability ``1 / views``, as the fast path's view 0 is), the
+            whole network every step. Needs an `ImageFolder`-like ``data`` (``dataset``,
             ``labels``); other data trains the exact way.
-        views: augmented variants per training image for ``cache_features``.
+        views: variants per training image for ``cache_features`` (view 0 as it is); the exact recipe
+            leaves an image unaugmented with probability ``1 / views`` (``augmentation={...,
+            "plain_fraction": 0}``: every image augmented, as the tutorial does).
         feature_dtype: storage type of cached features (``"float16"`` halves memory).
         cache_dir: keep cached features in files here, read a batch at a time (for data larger
             than memory), reused by later runs on the same files, weights and settings; by default
@@ -362,6 +365,17 @@ class TwoPhaseTrainer:
             return make_augmentation(options.pop("preset", "default"), seed=self._augmentation_seed, **options)
         raise TypeError(f"augmentation={aug!r}: give a preset name, a dict of options, a Keras layer or None.")
 
+    def _exact_mix(self, augment):
+        """What the training model augments with: ``augment`` inside `PartlyAugmented`, so that the exact
+        recipe serves each image as it is with probability ``1 / views``, the share the fast path's view 0
+        has (measured over three seeds: benchmarks/README.md). An augmentation that names its own
+        ``plain_fraction`` (``0``: every image augmented, as the tutorial does) is used as it is."""
+        named = isinstance(self.augmentation, dict) and "plain_fraction" in self.augmentation
+        if augment is None or named or self.views == 1:
+            return augment
+        return PartlyAugmented(augment, plain_fraction=1.0 / self.views, seed=self._augmentation_seed,
+                               name="view_mix")
+
     def build(self, class_names, image_size, multi_label: bool = False) -> keras.Model:
         """Build a fresh training model (logits out) and its `Classifier` (probabilities out); with
         ``multi_label``, for several labels per image (a sigmoid per class)."""
@@ -385,7 +399,8 @@ class TwoPhaseTrainer:
             return self.backbone_model(x)
 
         augment = self._augmentation_layer()
-        logits = head(features(augment(inputs) if augment is not None else inputs))
+        in_model = self._exact_mix(augment)
+        logits = head(features(in_model(inputs) if in_model is not None else inputs))
         name = re.sub(r"\W+", "_", Path(self.backbone.rstrip("/")).name) + "_classifier"  # a preset: its folder
         self.model = keras.Model(inputs, logits, name=name)
         probabilities = ClassProbabilities(class_names, image_size, name="probabilities", dtype="float32",
