@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import heapq
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 __all__ = ["MultiLabelEvaluation", "average_precision", "choose_thresholds", "label_sets", "evaluate_multilabel"]
 
+from transferkit.evaluation.metrics import keep_highest, reliability
 from transferkit.models.thresholds import DEFAULT_THRESHOLD, choose_thresholds
 
 
@@ -146,18 +146,7 @@ class MultiLabelEvaluation:
     def calibration(self, bins: int = 10) -> dict:
         """Reliability of every (image, class) probability: per equal-width bin, the mean probability, the
         share of those (image, class) pairs that hold, and the count; ``ece`` the count-weighted gap."""
-        confidence, truth = self.probabilities.ravel(), self.labels.ravel().astype(np.float64)
-        edges = np.linspace(0.0, 1.0, bins + 1)
-        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-        rows, ece = [], 0.0
-        for b in range(bins):
-            members = which == b
-            if members.any():
-                mean_confidence, share = float(confidence[members].mean()), float(truth[members].mean())
-                ece += members.sum() / len(confidence) * abs(share - mean_confidence)
-                rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(members.sum()),
-                             "confidence": mean_confidence, "accuracy": share})
-        return {"bins": rows, "ece": float(ece)}
+        return reliability(self.probabilities.ravel(), self.labels.ravel(), bins)
 
     def top_losses(self, k: int = 9) -> list[TopLoss]:
         """The ``k`` images with the highest loss."""
@@ -231,12 +220,7 @@ def evaluate_multilabel(classifier, dataset, files=None, keep_top: int = 16, tta
         probabilities.append(probs)
         clipped = np.clip(probs, 1e-12, 1 - 1e-12)
         losses = -np.sum(np.where(batch_labels, np.log(clipped), np.log(1 - clipped)), axis=1)
-        for j, loss in enumerate(losses):
-            item = (float(loss), offset + j)
-            if len(heap) < keep_top:
-                heapq.heappush(heap, (*item, images[j].astype(np.uint8)))
-            elif item > heap[0][:2]:
-                heapq.heapreplace(heap, (*item, images[j].astype(np.uint8)))
+        keep_highest(heap, losses, images, offset, keep_top)
         offset += len(batch_labels)
         if bar is not None:
             bar.update(len(batch_labels))
