@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["MultiLabelEvaluation", "average_precision", "choose_thresholds", "label_sets", "evaluate_multilabel"]
 
-from transferkit.evaluation.metrics import keep_highest, reliability
+from transferkit.evaluation.shared import keep_highest, reliability
 from transferkit.models.thresholds import DEFAULT_THRESHOLD, choose_thresholds
 
 
