@@ -63,9 +63,12 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     trainer = TwoPhaseTrainer(weights=weights, seed=seed, **options)
     result = trainer.fit(data, epochs=epochs, fine_tune_epochs=fine_tune_epochs, verbose=2)
     classifier = result.classifier
-    probabilities = classifier.predict_array(data.images("validation"), batch_size=32)
+    images, labels = data.images("validation"), data.labels("validation")
+    probabilities = classifier.predict_array(images, batch_size=32)
+    mirrored = (probabilities + classifier.predict_array(images[:, :, ::-1], batch_size=32)) / 2
     figures = {
-        "val_acc": float(np.mean(np.argmax(probabilities, axis=-1) == data.labels("validation"))),
+        "val_acc": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
+        "val_acc_tta": float(np.mean(np.argmax(mirrored, axis=-1) == labels)),
         "val_acc_history": result.final("val_accuracy", 2 if fine_tune_epochs else 1),
         "val_acc_phase1": result.final("val_accuracy", 1) if epochs else None,
         "prep_s": prep, "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
@@ -74,6 +77,7 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     }
     if web_dir is not None:
         figures["web_acc"] = web_accuracy(classifier, web_dir)
+        figures["web_acc_tta"] = web_accuracy(classifier, web_dir, tta=True)
     return figures
 
 

@@ -1,5 +1,5 @@
 """Settings that are passed through to Keras or to the fast path, each seen where it acts: the optimizer
-(a fresh one per phase), label smoothing, class weights, ``random_views`` and ``epochs=0``. Each test
+(a fresh one per phase, phase 2's own where asked), label smoothing, class weights, ``random_views`` and ``epochs=0``. Each test
 fails when the setting is dropped on its way (checked by hand: tests/README.md)."""
 
 import keras
@@ -35,6 +35,15 @@ def test_the_optimizer_asked_for_trains_both_phases_fresh_each_time(tiny_data, c
         tiny_data, epochs=2, fine_tune_epochs=1, callbacks=[seen], verbose=0)
     assert [seen.seen[p][0] for p in (1, 2)] == [cls, cls]
     assert seen.seen[2][2] == 0 and seen.seen[1][1] != seen.seen[2][1]  # phase 2 starts a new optimizer
+
+
+@pytest.mark.parametrize("cache_features", [True, False], ids=["fast", "exact"])
+def test_fine_tune_optimizer_trains_phase_two_only(tiny_data, cache_features):
+    seen = OptimizerSeen()
+    trainer = tiny_trainer(**CNN, fine_tune_optimizer="rmsprop", cache_features=cache_features)
+    trainer.fit(tiny_data, epochs=1, fine_tune_epochs=1, callbacks=[seen], verbose=0)
+    assert [seen.seen[p][0] for p in (1, 2)] == ["Adam", "RMSprop"]
+    assert type(trainer.model.optimizer).__name__ == "RMSprop"  # the full model is left as phase 2 left it
 
 
 def test_label_smoothing_reaches_the_loss(tiny_data):

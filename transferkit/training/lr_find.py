@@ -145,7 +145,7 @@ class _Sweep(keras.callbacks.Callback):
 
 def _sweep(trainer, model: keras.Model, train, phase: int, min_lr: float, max_lr: float, steps: int) -> LRSweep:
     rates = np.geomspace(min_lr, max_lr, steps)
-    trainer.compile(min_lr, model)
+    trainer.compile(min_lr, model, phase=phase)
     recorder = _Sweep(rates)
     whole = full_batches_forever(train, batch_size_of(train))
     model.fit(whole, epochs=1, steps_per_epoch=steps, callbacks=[recorder], verbose=0, shuffle=False)

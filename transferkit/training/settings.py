@@ -62,6 +62,8 @@ class Recipe(_Settings):
         fine_tune_lr_factor: phase-2 learning rate = ``learning_rate * fine_tune_lr_factor``.
         freeze_batchnorm: keep BatchNormalization in inference mode in phase 2.
         optimizer: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"``, a fresh one per phase.
+        fine_tune_optimizer: phase 2's optimizer when it differs from phase 1's (the tutorial runs
+            Adam, then RMSprop); ``None``: ``optimizer``.
         label_smoothing: for two-class heads.
         ema_window: each phase ends on an exponential moving average of its weights (Keras's
             ``use_ema``) whose window is this fraction of the phase's steps: the momentum is
@@ -76,9 +78,18 @@ class Recipe(_Settings):
     fine_tune_lr_factor: float = 0.03
     freeze_batchnorm: bool = True
     optimizer: str = "adam"
+    fine_tune_optimizer: str | None = None
     label_smoothing: float = 0.0
     ema_window: float | None = 0.16
     fine_tune_schedule: str = "constant"
+
+    def optimizer_of(self, phase: int) -> str:
+        """The optimizer's name in ``phase`` (1 or 2).
+
+        >>> Recipe(fine_tune_optimizer="rmsprop").optimizer_of(1), Recipe(fine_tune_optimizer="rmsprop").optimizer_of(2)
+        ('adam', 'rmsprop')
+        """
+        return (self.fine_tune_optimizer or self.optimizer) if phase == 2 else self.optimizer
 
     def ema_momentum(self, steps: int | None) -> float | None:
         """The moving average's momentum in a phase of ``steps`` training steps; None: no average.
@@ -96,8 +107,10 @@ class Recipe(_Settings):
         if self.learning_rate <= 0 or self.fine_tune_lr_factor <= 0:
             raise ValueError(f"learning_rate={self.learning_rate!r} and fine_tune_lr_factor="
                              f"{self.fine_tune_lr_factor!r} must be positive.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r}: use 'adam', 'adamw', 'rmsprop' or 'sgd'.")
+        for name in ("optimizer", "fine_tune_optimizer"):
+            value = getattr(self, name)
+            if value not in OPTIMIZERS and not (name == "fine_tune_optimizer" and value is None):
+                raise ValueError(f"{name}={value!r}: use 'adam', 'adamw', 'rmsprop' or 'sgd'.")
         if self.ema_window is not None and not 0.0 < float(self.ema_window) <= 1.0:
             raise ValueError(f"ema_window={self.ema_window!r}: use a fraction of the phase, over 0 and at most 1, "
                              "or None.")

@@ -148,6 +148,7 @@ class TwoPhaseTrainer:
         fine_tune_lr_factor: phase-2 learning rate = ``learning_rate * fine_tune_lr_factor``.
         freeze_batchnorm: keep BatchNormalization frozen in phase 2.
         optimizer: ``"adam"``, ``"rmsprop"``, ``"sgd"`` or ``"adamw"``, a fresh one per phase.
+        fine_tune_optimizer: phase 2's optimizer when it differs from phase 1's; ``None``: ``optimizer``.
         image_size: (height, width); by default the data's.
         backbone_options: passed to the backbone constructor (e.g. ``{"alpha": 0.35}``).
         label_smoothing: for two-class heads.
@@ -194,7 +195,7 @@ class TwoPhaseTrainer:
             ``seed``, and a last batch that would not split evenly between them is left out.
         recipe: the recipe settings at once, a `Recipe` (or a dict of it) instead of ``unfreeze_from``,
             ``learning_rate``, ``fine_tune_lr_factor``, ``freeze_batchnorm``, ``optimizer``,
-            ``label_smoothing``, ``ema_window`` and ``fine_tune_schedule``; the defaults of all of them
+            ``fine_tune_optimizer``, ``label_smoothing``, ``ema_window`` and ``fine_tune_schedule``; the defaults of all of them
             are the `Recipe`'s.
         fast_path: the fast path's settings at once, a `FastPath` (or a dict) instead of
             ``cache_features``, ``views``, ``feature_dtype``, ``cache_dir``, ``random_views``,
@@ -215,6 +216,7 @@ class TwoPhaseTrainer:
         fine_tune_lr_factor: float = Recipe.fine_tune_lr_factor,
         freeze_batchnorm: bool = Recipe.freeze_batchnorm,
         optimizer: str = Recipe.optimizer,
+        fine_tune_optimizer: str | None = Recipe.fine_tune_optimizer,
         image_size: tuple[int, int] | None = None,
         backbone_options: dict | None = None,
         label_smoothing: float = Recipe.label_smoothing,
@@ -464,13 +466,13 @@ class TwoPhaseTrainer:
         return index
 
     def compile(self, learning_rate: float, model: keras.Model | None = None,
-                ema_momentum: float | None = None) -> None:
-        """(Re)compile the training model (or ``model``) with a fresh optimizer, and the head's loss
-        and metrics; with ``ema_momentum``, the optimizer keeps a moving average of the weights."""
+                ema_momentum: float | None = None, phase: int = 1) -> None:
+        """(Re)compile the training model (or ``model``) with a fresh optimizer of ``phase``, and the
+        head's loss and metrics; with ``ema_momentum``, the optimizer keeps a moving average of the weights."""
         config = {"learning_rate": learning_rate}
         if ema_momentum is not None:
             config.update(use_ema=True, ema_momentum=ema_momentum)
-        optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": config})
+        optimizer = keras.optimizers.get({"class_name": self.recipe.optimizer_of(phase), "config": config})
         (model or self.model).compile(
             optimizer=optimizer,
             loss=self.parts.head.make_loss(self.label_smoothing),
@@ -564,7 +566,8 @@ class TwoPhaseTrainer:
             recipe.close()
         progress.restore_variables()  # a run that was already finished trains nothing
         if not recipe.trains_full_model:  # leave the full model compiled as the last phase left it
-            self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0))
+            self.compile(self.learning_rate * (self.fine_tune_lr_factor if fine_tune_epochs else 1.0),
+                         phase=2 if fine_tune_epochs else 1)
         if self.distribution is not None:
             self.classifier = self._one_device_copy(self.classifier)
         if self.classifier.multi_label:
@@ -715,7 +718,7 @@ class _PhaseLoop:
                              for d in datasets)
         with self.trainer._model_scope():  # as the full model (float16 then gets loss scaling)
             model = self.recipe.model(phase)
-            self.trainer.compile(learning_rate, model, ema_momentum=momentum)
+            self.trainer.compile(learning_rate, model, ema_momentum=momentum, phase=phase)
         self.progress.restore(model, phase)
         record_epoch, record_phase = self.progress.callbacks(model, phase)
         steering, after = [], []  # steering runs before the user's callbacks (which then set rates last)
