@@ -1,6 +1,8 @@
 """Several devices of one machine, on the CPU: TensorFlow split into two logical devices under
 MirroredStrategy, and JAX with two host devices under DataParallel. The same run on one device and on
-two, same global batch (an uneven last batch included), ends with the same weights on both paths.
+two, same global batch (an uneven last batch included), ends with the same weights on both paths, and
+the work was really shared: each device was given half of every batch, the halves together being the
+one-device run's batch, and the trained variables are held on both devices (tests/work_probe.py).
 Each run is a process of its own (marked `devices`)."""
 
 import json
@@ -9,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.devices
@@ -34,6 +37,39 @@ def test_two_devices_train_to_the_one_device_weights(backend, tmp_path):
         assert seen["val_accuracy"][0] == seen["val_accuracy"][1], seen
         assert seen["prediction_shapes"][0] == seen["prediction_shapes"][1], seen  # the model predicts as usual
         assert seen["largest_prediction_difference"] < 1e-4, seen
+        (assert_steps_shared if backend == "tensorflow" else assert_batches_sharded)(*seen["work"])
+        assert seen["variable_devices"] == [[1], [2]], seen["variable_devices"]  # mirrored / replicated
+
+
+def _steps(records: list) -> list[dict]:
+    """TensorFlow's per-replica step lines, grouped by step in the order they ran: {replica: (size, sums)}."""
+    steps: dict[str, dict] = {}
+    for key, replica, size, sums in records:
+        assert replica not in steps.setdefault(key, {}), (key, replica)  # one line per replica and step
+        steps[key][replica] = (size, sums)
+    return list(steps.values())
+
+
+def assert_steps_shared(one_device: list, two_devices: list) -> None:
+    """Every training step ran on both replicas, each on half the batch, the halves making up the batch
+    that the one-device run trained on at that step."""
+    alone, shared = _steps(one_device), _steps(two_devices)
+    assert len(alone) == len(shared) > 0
+    for whole, halves in zip(alone, shared):
+        assert set(whole) == {0} and set(halves) == {0, 1}, (whole.keys(), halves.keys())
+        (size, sums), (size0, sums0), (size1, sums1) = whole[0], halves[0], halves[1]
+        assert size0 == size1 == size // 2 and size % 2 == 0, (size, size0, size1)
+        np.testing.assert_allclose(sorted(sums0 + sums1), sorted(sums), rtol=1e-6)
+
+
+def assert_batches_sharded(one_device: list, two_devices: list) -> None:
+    """Every batch was split over the two devices, one half each, the halves making up the batch."""
+    assert one_device == [] and len(two_devices) > 0  # no distribution, nothing handed to one
+    for record in two_devices:
+        shards = record["shards"]
+        assert [s["device"] for s in shards] == [0, 1], shards
+        assert [s["size"] for s in shards] == [record["global_size"] // 2] * 2 == [len(record["local"]) // 2] * 2
+        np.testing.assert_allclose(shards[0]["sums"] + shards[1]["sums"], record["local"], rtol=1e-6)
 
 
 def test_a_distribution_that_does_not_fit_the_backend_is_refused():

@@ -1,6 +1,7 @@
 """Several processes train one model (JAX, ``jax.distributed`` through ``keras.distribution``): two
 processes on 127.0.0.1 against a one-process run with the same global batch, through the Python API
-and through ``transferkit train``. Each process is a real OS process; all are killed if a test ends
+and through ``transferkit train``: the same weights, and each process given only its half of every
+global batch, the halves making up the one-process run's batch (tests/work_probe.py). Each process is a real OS process; all are killed if a test ends
 early, and every wait is bounded (marked `processes`)."""
 
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import work_probe
 
 pytestmark = pytest.mark.processes
 HERE = Path(__file__).parent
@@ -70,6 +72,23 @@ def test_two_processes_train_to_the_one_process_weights(tmp_path):
         assert difference < 1e-5 * max(1.0, largest), (path, difference)
         np.testing.assert_array_equal(first[f"{path}/val_accuracy"], alone[f"{path}/val_accuracy"])
         np.testing.assert_allclose(first[f"{path}/predictions"], alone[f"{path}/predictions"], atol=1e-4)
+        assert_each_process_given_its_half(*(work_probe.read(tmp_path / f"work-{path}-{name}.jsonl")
+                                             for name in ("0-of-1", "0-of-2", "1-of-2")))
+        assert [list(r[f"{path}/variable_devices"]) for r in (alone, first, second)] == [[1], [2], [2]]
+
+
+def assert_each_process_given_its_half(alone: list, first: list, second: list) -> None:
+    """Every global batch of the two-process run was read half by each process, on its own device, and
+    the two halves are the one-process run's batch."""
+    assert len(alone) == len(first) == len(second) > 0
+    for whole, half0, half1 in zip(alone, first, second):
+        assert (half0["process"], half1["process"]) == (0, 1)
+        size = whole["global_size"]
+        assert half0["global_size"] == half1["global_size"] == size == len(whole["local"])
+        assert len(half0["local"]) == len(half1["local"]) == size // 2 and size % 2 == 0, (size, half0, half1)
+        assert [s["sums"] for s in half0["shards"]] == [half0["local"]]  # this process's device holds its half
+        assert half0["shards"][0]["device"] != half1["shards"][0]["device"]
+        np.testing.assert_allclose(sorted(half0["local"] + half1["local"]), sorted(whole["local"]), rtol=1e-6)
 
 
 def test_train_command_in_two_processes_one_by_flags_one_by_environment(tiny_data, tmp_path):
