@@ -1,9 +1,12 @@
-"""Mutation testing of the training core (trainer, features, data, evaluate, tuning) on the unit tier,
+"""Mutation testing of the training, export and audit paths (the modules in ``MODULES``) on the unit tier,
 with mutmut 3 (settings: ``[tool.mutmut]`` in pyproject.toml), over a seeded random sample of the
-mutants: all ~3,700 of them would take days on 2 cores, since most run a real training. The score of
-a uniform sample estimates the whole; the interval printed is a 95% Wilson interval.
+mutants: all of them would take days on 2 cores, since most run a real training. The score of a uniform
+sample estimates the whole; the interval printed is a 95% Wilson interval. Mutants that only the slower
+tiers reach (code run in other processes: several devices or processes) show as "no tests" and are
+judged by hand against those tiers (tests/README.md).
 
-    python tests/mutation_sample.py --per-module 6 --seed 0      # `make mutation`
+    python tests/mutation_sample.py                  # `make mutation`: 2 per module, seed 1
+    python tests/mutation_sample.py --per-module 6 --seed 0      # the first sample's draw (fewer modules then)
     python tests/mutation_sample.py --names transferkit.data.pipeline.x_pass_rng__mutmut_1 ...   # rerun some
 
 Prints one line per module and writes ``mutants/sample.json`` (each sampled mutant and its status);
@@ -20,8 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ("training/trainer", "training/features", "data/folder", "data/split", "data/pipeline",
-           "evaluation/metrics", "tuning/search")  # [tool.mutmut] only_mutate, as paths below transferkit/
+MODULES = ("training/trainer", "training/features", "training/recipes", "training/checkpoint",
+           "training/callbacks", "training/distribute", "training/settings", "training/warm_start",
+           "training/lr_find", "models/head", "models/augment", "models/classifier",
+           "models/inference", "export/formats", "export/parity", "export/runtimes",
+           "export/tflite_metadata", "audit/checks", "evaluation/metrics", "evaluation/report")  # [tool.mutmut] only_mutate, as paths below transferkit/
 MUTANTS = Path("mutants")
 
 
@@ -54,8 +60,8 @@ def wilson(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-module", type=int, default=6, help="mutants drawn from each module")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    parser.add_argument("--per-module", type=int, default=2, help="mutants drawn from each module")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the draw")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--names", nargs="*", default=None, help="test these mutants instead of a draw")
     parser.add_argument("--report-only", action="store_true", help="summarise mutants/sample.json, run nothing")
