@@ -5,6 +5,7 @@
     python benchmarks/two_phase.py --modes exact cached     # which transferkit modes to run
     python benchmarks/two_phase.py --variant 'p224:{"image_size": 224, "unfreeze_from": "block_13"}'
                                                             # a named transferkit run with its own settings
+    python benchmarks/two_phase.py --rounds 2               # reference and transferkit interleaved, twice
 
 (a) reference: written out by hand as in the TensorFlow tutorial: image_dataset_from_directory,
     flip + rotation layers, preprocess_input, base_model(x, training=False), Adam 1e-4; then layers
@@ -13,6 +14,9 @@
 (b) transferkit: ImageFolder + TwoPhaseTrainer (each mode given), including decoding.
 
 Prints one line per figure and, last, the total-time ratio reference / transferkit (default mode).
+With ``--rounds N`` the runs are interleaved: N rounds of the reference and transferkit one after the
+other (in turn first), since this machine's speed drifts within a run; each round's ratio is printed, and
+the ratio of the summed times. The figures above them are the last round's.
 """
 
 from __future__ import annotations
@@ -177,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--web-dir", default=str(WEB),
                    help="photos from another source (class folders) to report accuracy on; skipped if absent")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleave the reference and transferkit runs this many times (each round's order in turn)")
     args = p.parse_args(argv)
 
     data_dir = Path(args.data_dir)
@@ -191,25 +197,35 @@ def main(argv=None) -> int:
                           {"train": per_class, "validation": max(1, int(per_class * 0.4))})
     options = json.loads(args.options)
     web_dir = Path(args.web_dir) if args.web_dir and Path(args.web_dir).is_dir() else None
-    runs = {}
-    if not args.skip_reference:
-        reset_peak_rss()
-        runs["reference"] = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
-        runs["reference"]["peak_rss_mb"] = peak_rss_mb()
-        if web_dir:
-            runs["reference"]["web_acc"] = web_accuracy_reference(runs["reference"]["model"], web_dir, args.image_size)
     runs_to_do = [(mode, mode, options) for mode in args.modes]
     for spec in args.variant:
         name, _, text = spec.partition(":")
         runs_to_do.append((name, "cached", {**options, **json.loads(text)}))
-    for name, mode, run_options in runs_to_do:
-        reset_peak_rss()
-        runs[name] = transferkit_run(data_dir, args.weights, args.tk_image_size, epochs, fine, args.seed, mode,
-                                     run_options)
-        runs[name]["peak_rss_mb"] = peak_rss_mb()
-        if web_dir:
-            runs[name]["web_acc"] = web_accuracy(runs[name]["classifier"], web_dir)
-            runs[name]["web_acc_tta"] = web_accuracy(runs[name]["classifier"], web_dir, tta=True)
+    rounds = []
+    for round_index in range(max(1, args.rounds)):
+        order = ([] if args.skip_reference else ["reference"]) + [name for name, _, _ in runs_to_do]
+        if round_index % 2:
+            order.reverse()
+        runs = {}
+        for name in order:
+            reset_peak_rss()
+            if name == "reference":
+                run = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
+            else:
+                _, mode, run_options = next(r for r in runs_to_do if r[0] == name)
+                run = transferkit_run(data_dir, args.weights, args.tk_image_size, epochs, fine, args.seed, mode,
+                                      run_options)
+            run["peak_rss_mb"] = peak_rss_mb()
+            if web_dir and name == "reference":
+                run["web_acc"] = web_accuracy_reference(run["model"], web_dir, args.image_size)
+            elif web_dir:
+                run["web_acc"] = web_accuracy(run["classifier"], web_dir)
+                run["web_acc_tta"] = web_accuracy(run["classifier"], web_dir, tta=True)
+            runs[name] = run
+            print(f"round {round_index + 1}: {name} took {run['prep_s'] + run['phase1_s'] + run['phase2_s']:.1f} s",
+                  flush=True)
+        rounds.append({name: runs[name]["prep_s"] + runs[name]["phase1_s"] + runs[name]["phase2_s"]
+                       for name in order})
     first_mode = runs_to_do[0][0]
     inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
 
@@ -243,10 +259,16 @@ def main(argv=None) -> int:
             print(f"ratio reference/transferkit[{name}] phase 2: {ref['phase2_s'] / run['phase2_s']:.2f}")
             print(f"accuracy difference transferkit[{name}] - reference after phase 2: "
                   f"{100 * (run['val_acc_phase2'] - ref['val_acc_phase2']):+.2f} points")
+        if len(rounds) > 1:
+            for i, times in enumerate(rounds, start=1):
+                print(f"round {i}: reference {times['reference']:.1f} s, transferkit[{first_mode}] "
+                      f"{times[first_mode]:.1f} s, ratio {times['reference'] / times[first_mode]:.2f}")
+            print(f"total-time ratio over {len(rounds)} interleaved rounds (summed times): "
+                  f"{sum(t['reference'] for t in rounds) / sum(t[first_mode] for t in rounds):.2f}")
         print(f"total-time ratio reference/transferkit[{first_mode}]: "
               f"{ref['total_s'] / runs[first_mode]['total_s']:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        Path(args.json).write_text(json.dumps({**figures, "rounds": rounds}, indent=2))
     return 0
 
 
