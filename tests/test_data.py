@@ -202,3 +202,24 @@ def test_decoding_keeps_a_bounded_number_of_calls_pending():
     pool = Pool()
     assert list(bounded_map(pool, lambda i: -i, 1000, window=8)) == [-i for i in range(1000)]
     assert pool.most == 8
+
+
+def test_files_are_listed_in_path_order_without_hidden_ones(tmp_path):
+    """Listing by strings keeps the order Path objects sort in (``x/1.png`` before ``x.png``, though ``/``
+    sorts after ``.`` as a character), which every split and cache depends on; hidden files and folders
+    are left out, a symbolic link to an image is kept."""
+    from pathlib import Path
+
+    cats = tmp_path / "pets" / "cats"
+    for name in ("x/1.png", "x.png", "x-y.png", "b/a/2.png", "B.png", ".hidden/3.png", "._x.png"):
+        (cats / name).parent.mkdir(parents=True, exist_ok=True)
+        make_image(cats / name, (200, 30, 30))
+    (cats / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (cats / "link.png").symlink_to(cats / "B.png")
+    (cats / "dangling.png").symlink_to(cats / "gone.png")
+    listed = data_module._files_in(cats)
+    visible = [p for p in cats.rglob("*") if p.is_file() and not any(s.startswith(".") for s in
+                                                                      p.relative_to(cats).parts)]
+    assert [Path(p) for p in listed] == sorted(visible)
+    assert [Path(p).relative_to(cats).as_posix() for p in listed] == [
+        "B.png", "b/a/2.png", "link.png", "x/1.png", "x-y.png", "x.png"]
