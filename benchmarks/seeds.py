@@ -124,6 +124,20 @@ def table(records: list[dict]) -> str:
     lines.append("")
     lines.append("ᶜ run with a feature-cache folder: where an earlier run had computed the same features, "
                  "they were read from there, and phase 1's time excludes the feature pass.")
+    mirrored = {name: sorted(runs, key=lambda r: r["seed"]) for name, runs in variants.items()
+                if all(r.get("val_acc_tta") is not None for r in runs)}
+    if mirrored:
+        lines += ["", "Mirror test-time augmentation (each photo and its mirror image averaged), on the same models:", "",
+                  "| variant | seeds | validation, plain / mirror TTA (per seed) | mean | web photos, plain / mirror "
+                  "TTA (per seed) | mean |", "|" + "---|" * 6]
+        for name, runs in mirrored.items():
+            def pair(key):
+                plain = [100 * r[key] for r in runs]
+                tta = [100 * r[f"{key}_tta"] for r in runs]
+                return [" / ".join(f"{a:.2f} → {b:.2f}" for a, b in zip(plain, tta)),
+                        f"{np.mean(plain):.2f} → **{np.mean(tta):.2f}**"]
+            lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | "
+                         + " | ".join(pair("val_acc") + pair("web_acc")) + " |")
     return "\n".join(lines)
 
 
