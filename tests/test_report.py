@@ -54,6 +54,8 @@ def test_the_settings_read_as_written_and_say_what_was_run(run_dir, trained, tin
         len(trained[1].history["loss"][:trained[1].phase_boundary]), len(trained[1].history["loss"]) -
         trained[1].phase_boundary, tiny_data.batch_size)
     assert f"<td class=\"name\">batch_size</td><td>{tiny_data.batch_size}</td>" in settings
+    # a word as written (adam), not as JSON ("adam"): found by the mutation sample
+    assert "<td class=\"name\">optimizer</td><td>adam</td>" in settings
 
 
 def test_calibration_is_recorded_and_consistent(run_dir):
