@@ -87,3 +87,21 @@ def test_gradcam_maps_are_normalised_and_point_at_the_evidence(trained, tiny_dat
     image[:, :16] = tiny_data.images("test")[0][:, :16]
     heat = plots.gradcam(trainer.classifier, image[None])[0]
     assert heat[:, :14].mean() > heat[:, 18:].mean()
+
+
+def test_predict_runs_keras_at_the_batch_size_asked_for(trained, tiny_data, monkeypatch):
+    """A batch size bounds the memory a prediction takes; Keras's own default (32) is not it (found by the
+    mutation sample: a classifier ignoring ``batch_size`` predicted the same probabilities)."""
+    trainer, _ = trained
+    classifier = trainer.classifier
+    asked, predict = [], classifier.model.predict
+
+    def spy(x, batch_size=None, **kwargs):
+        asked.append(batch_size)
+        return predict(x, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(classifier.model, "predict", spy)
+    images = tiny_data.images("test")
+    small = classifier.predict(images, batch_size=3)
+    assert asked == [3]
+    np.testing.assert_allclose(small, classifier.predict(images, batch_size=32), atol=1e-5)
