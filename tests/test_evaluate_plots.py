@@ -105,3 +105,10 @@ def test_predict_runs_keras_at_the_batch_size_asked_for(trained, tiny_data, monk
     small = classifier.predict(images, batch_size=3)
     assert asked == [3]
     np.testing.assert_allclose(small, classifier.predict(images, batch_size=32), atol=1e-5)
+
+
+def test_images_of_another_size_are_refused_naming_both_sizes(trained):
+    """Found untested by the mutation sample (the message could name the width twice)."""
+    classifier = trained[0].classifier
+    with pytest.raises(ValueError, match=r"Images are 20x24 but this model takes 32x32; pass file paths"):
+        classifier.predict(np.zeros((2, 20, 24, 3), np.uint8))
