@@ -65,7 +65,7 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     classifier = result.classifier
     images, labels = data.images("validation"), data.labels("validation")
     probabilities = classifier.predict_array(images, batch_size=32)
-    mirrored = (probabilities + classifier.predict_array(images[:, :, ::-1], batch_size=32)) / 2
+    mirrored = classifier.predict(images, batch_size=32, tta=True)
     figures = {
         "val_acc": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
         "val_acc_tta": float(np.mean(np.argmax(mirrored, axis=-1) == labels)),

@@ -197,13 +197,13 @@ def main(argv=None) -> int:
                           {"train": per_class, "validation": max(1, int(per_class * 0.4))})
     options = json.loads(args.options)
     web_dir = Path(args.web_dir) if args.web_dir and Path(args.web_dir).is_dir() else None
-    runs_to_do = [(mode, mode, options) for mode in args.modes]
+    runs_to_do = {mode: (mode, options) for mode in args.modes}  # name: (mode, TwoPhaseTrainer options)
     for spec in args.variant:
         name, _, text = spec.partition(":")
-        runs_to_do.append((name, "cached", {**options, **json.loads(text)}))
+        runs_to_do[name] = ("cached", {**options, **json.loads(text)})
     rounds = []
     for round_index in range(max(1, args.rounds)):
-        order = ([] if args.skip_reference else ["reference"]) + [name for name, _, _ in runs_to_do]
+        order = ([] if args.skip_reference else ["reference"]) + list(runs_to_do)
         if round_index % 2:
             order.reverse()
         runs = {}
@@ -212,29 +212,27 @@ def main(argv=None) -> int:
             if name == "reference":
                 run = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
             else:
-                _, mode, run_options = next(r for r in runs_to_do if r[0] == name)
+                mode, run_options = runs_to_do[name]
                 run = transferkit_run(data_dir, args.weights, args.tk_image_size, epochs, fine, args.seed, mode,
                                       run_options)
             run["peak_rss_mb"] = peak_rss_mb()
+            run["total_s"] = run["prep_s"] + run["phase1_s"] + run["phase2_s"]
             if web_dir and name == "reference":
                 run["web_acc"] = web_accuracy_reference(run["model"], web_dir, args.image_size)
             elif web_dir:
                 run["web_acc"] = web_accuracy(run["classifier"], web_dir)
                 run["web_acc_tta"] = web_accuracy(run["classifier"], web_dir, tta=True)
             runs[name] = run
-            print(f"round {round_index + 1}: {name} took {run['prep_s'] + run['phase1_s'] + run['phase2_s']:.1f} s",
-                  flush=True)
-        rounds.append({name: runs[name]["prep_s"] + runs[name]["phase1_s"] + runs[name]["phase2_s"]
-                       for name in order})
-    first_mode = runs_to_do[0][0]
+            print(f"round {round_index + 1}: {name} took {run['total_s']:.1f} s", flush=True)
+        rounds.append({name: runs[name]["total_s"] for name in order})
+    first_mode = next(iter(runs_to_do))
     inference(runs[first_mode]["classifier"], runs[first_mode]["data"], runs[first_mode])
 
     n_train = len(runs[first_mode]["data"].labels("train"))
     print(f"\n== {n_train} training images, {args.image_size} px, {epochs} + {fine} epochs, options {options}")
     figures = {}
     for name, run in runs.items():
-        total = run["prep_s"] + run["phase1_s"] + run["phase2_s"]
-        run["total_s"] = total
+        total = run["total_s"]
         label = "reference" if name == "reference" else f"transferkit[{name}]"
         print(f"{label} data preparation: {run['prep_s']:.1f} s")
         print(f"{label} phase 1 wall time: {run['phase1_s']:.1f} s")
@@ -253,7 +251,7 @@ def main(argv=None) -> int:
     print(f"transferkit[{first_mode}] TFLite predict: {runs[first_mode]['tflite_images_per_s']:.1f} images/s")
     if "reference" in runs:
         ref = runs["reference"]
-        for name, _, _ in runs_to_do:
+        for name in runs_to_do:
             run = runs[name]
             print(f"ratio reference/transferkit[{name}] phase 1: {ref['phase1_s'] / (run['prep_s'] + run['phase1_s']):.2f}")
             print(f"ratio reference/transferkit[{name}] phase 2: {ref['phase2_s'] / run['phase2_s']:.2f}")

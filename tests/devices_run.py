@@ -30,16 +30,6 @@ report = {"backend": keras.backend.backend()}
 work_probe.install()
 
 
-def variable_devices(variable) -> int:
-    """On how many devices a trained variable is held: a mirrored (TensorFlow) or replicated (JAX) copy each."""
-    value = variable.value
-    if hasattr(value, "values"):  # tf.distribute's MirroredVariable
-        return len({v.device for v in value.values})
-    if hasattr(value, "sharding"):
-        return len(value.sharding.device_set) if value.sharding.is_fully_replicated else -1
-    return 1
-
-
 for path, cached in (("cached", True), ("exact", False)):
     weights, accuracy, predictions, work, held = [], [], [], [], []
     for run, distribution in enumerate((None, distribute.for_devices(2))):
@@ -52,7 +42,7 @@ for path, cached in (("cached", True), ("exact", False)):
         accuracy.append(result.history["val_accuracy"])
         predictions.append(result.classifier.predict(data.images("test")))  # one row per image, either way
         work.append(work_probe.read(root / f"work-{path}-{run}.txt"))
-        held.append(sorted({variable_devices(v) for v in trainer.model.trainable_variables}))
+        held.append(work_probe.variable_devices(trainer.model))
     report[path] = {"replicas": distribute.replicas(distribute.for_devices(2)),
                     "largest_weight_difference": max(float(np.abs(a - b).max()) for a, b in zip(*weights)),
                     "largest_weight": max(float(np.abs(a).max()) for a in weights[0]),

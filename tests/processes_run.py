@@ -36,8 +36,7 @@ for path, cached in (("cached", True), ("exact", False)):
     result = trainer.fit(data, epochs=3, fine_tune_epochs=2, verbose=0)
     for i, weight in enumerate(trainer.model.weights):
         saved[f"{path}/weight{i}"] = np.asarray(weight)
-    saved[f"{path}/variable_devices"] = np.asarray(sorted({len(v.value.sharding.device_set)
-                                                           for v in trainer.model.trainable_variables}))
+    saved[f"{path}/variable_devices"] = np.asarray(work_probe.variable_devices(trainer.model))
     saved[f"{path}/val_accuracy"] = np.asarray(result.history["val_accuracy"])
     saved[f"{path}/predictions"] = result.classifier.predict(data.images("test"))
 np.savez(out / f"process-{index}-of-{count}.npz", **saved)

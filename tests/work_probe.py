@@ -1,6 +1,6 @@
 """What each device or process was given to work on, seen from inside a distributed run (for
 tests/devices_run.py and tests/processes_run.py): `install()` once before training, `record_to(path)`
-before each run, `read(path)` after.
+before each run, `read(path)` after; `variable_devices(model)` says where the trained variables are held.
 
 - TensorFlow (``tf.distribute``): every replica's ``train_step`` writes one line per step at run time:
   the model, the optimizer's step, the replica, its batch size and each of its samples' pixel sum.
@@ -79,6 +79,20 @@ def _install_jax() -> None:
         return out
 
     trainer._distribute_data = distribute_data
+
+
+def variable_devices(model) -> list[int]:
+    """On how many devices ``model``'s trainable variables are held (the distinct counts, sorted): a copy on
+    each device when mirrored (TensorFlow) or replicated (JAX); -1 for a JAX variable split across devices."""
+
+    def held(value) -> int:
+        if hasattr(value, "values"):  # tf.distribute's MirroredVariable
+            return len({v.device for v in value.values})
+        if hasattr(value, "sharding"):
+            return len(value.sharding.device_set) if value.sharding.is_fully_replicated else -1
+        return 1
+
+    return sorted({held(v.value) for v in model.trainable_variables})
 
 
 def read(path: Path) -> list:
