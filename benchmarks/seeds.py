@@ -4,6 +4,7 @@
     python benchmarks/seeds.py --variant 'p224:{"image_size": 224}' --seeds 1 2 3 4
     python benchmarks/seeds.py --variant 'lr-find:{"lr_find": true}' --feature-cache /tmp/features
     python benchmarks/seeds.py --variant 'tutorial:{"reference": true}'   # the tutorial's recipe, by hand
+    python benchmarks/seeds.py --variant 'tutorial, Pillow:{"reference": true, "reference_resize": "pillow"}'
     python benchmarks/seeds.py --table                        # the table of every run recorded so far
 
 Each (variant, seed) trains `TwoPhaseTrainer(weights=..., seed=seed, **options)` on an `ImageFolder` of
@@ -46,7 +47,8 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
     fine_tune_epochs = int(options.pop("fine_tune_epochs", 10))
     size = options.pop("image_size", None)
     if options.pop("reference", False):  # the tutorial's recipe, written out by hand (two_phase.reference)
-        return reference_run(data_dir, web_dir, weights, int(size or 160), epochs, fine_tune_epochs, seed)
+        return reference_run(data_dir, web_dir, weights, int(size or 160), epochs, fine_tune_epochs, seed,
+                             pillow=options.pop("reference_resize", "tensorflow") == "pillow")
     folder_options = {"image_size": (int(size), int(size))} if size else {}
     start = time.perf_counter()
     data = ImageFolder(data_dir, batch_size=32, seed=seed, **folder_options)
@@ -82,14 +84,15 @@ def one_run(data_dir: Path, web_dir: Path | None, weights: str, options: dict, s
 
 
 def reference_run(data_dir: Path, web_dir: Path | None, weights: str, size: int, epochs: int, fine_tune_epochs: int,
-                  seed: int) -> dict:
-    """The tutorial recipe (`two_phase.reference`), scored as `one_run` scores transferkit's."""
-    figures = reference(data_dir, weights, size, epochs, fine_tune_epochs, seed)
+                  seed: int, pillow: bool = False) -> dict:
+    """The tutorial recipe (`two_phase.reference`), scored as `one_run` scores transferkit's; with ``pillow``
+    its images (and the web photos) are decoded and resized as transferkit does."""
+    figures = reference(data_dir, weights, size, epochs, fine_tune_epochs, seed, pillow=pillow)
     model = figures.pop("model")
     figures.update(val_acc=figures["val_acc_phase2"], val_acc_history=figures["val_acc_phase2"],
                    image_size=[size, size], features_reused=False)
     if web_dir is not None:
-        figures["web_acc"] = web_accuracy_reference(model, web_dir, size)
+        figures["web_acc"] = web_accuracy_reference(model, web_dir, size, pillow=pillow)
     return figures
 
 

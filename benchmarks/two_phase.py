@@ -59,14 +59,34 @@ def subset(source: Path, target: Path, per_class: dict[str, int]) -> Path:
     return target
 
 
-def web_accuracy_reference(model, web_dir: Path, size: int) -> float:
-    """Accuracy of the reference model (logits out) on another source's photos, read as it read its training data."""
+def web_accuracy_reference(model, web_dir: Path, size: int, pillow: bool = False) -> float:
+    """Accuracy of the reference model (logits out) on another source's photos, read as it read its training data
+    (with ``pillow``, by transferkit's decoding)."""
     import keras
 
-    web = keras.utils.image_dataset_from_directory(web_dir, shuffle=False, batch_size=32, image_size=(size, size))
-    labels = np.concatenate([y.numpy() for _, y in web])
-    logits = model.predict(web, verbose=0)[:, 0]
+    if pillow:
+        images, labels = pillow_arrays(web_dir, size, split=None)
+        logits = model.predict(images.astype("float32"), batch_size=32, verbose=0)[:, 0]
+    else:
+        web = keras.utils.image_dataset_from_directory(web_dir, shuffle=False, batch_size=32, image_size=(size, size))
+        labels = np.concatenate([y.numpy() for _, y in web])
+        logits = model.predict(web, verbose=0)[:, 0]
     return float(np.mean((logits > 0).astype(int) == labels))
+
+
+def pillow_arrays(folder: Path, size: int, split: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``folder/split`` (class folders; ``split=None``: ``folder`` itself) decoded and resized as
+    transferkit does (Pillow, bilinear with its antialiasing, JPEG draft), with labels in class-name order as
+    ``image_dataset_from_directory`` gives them."""
+    from transferkit.data import read_image
+
+    root = folder / split if split else folder
+    images, labels = [], []
+    for label, name in enumerate(sorted(p.name for p in root.iterdir() if p.is_dir())):
+        for path in sorted(p for p in (root / name).iterdir() if p.is_file()):
+            images.append(read_image(path, (size, size)))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype="int32")
 
 
 def web_accuracy(classifier, web_dir: Path, tta: bool = False) -> float:
@@ -81,16 +101,29 @@ def web_accuracy(classifier, web_dir: Path, tta: bool = False) -> float:
     return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
 
 
-def reference(data_dir: Path, weights: str, size: int, epochs: int, fine_tune_epochs: int, seed: int) -> dict:
+def reference(data_dir: Path, weights: str, size: int, epochs: int, fine_tune_epochs: int, seed: int,
+              pillow: bool = False) -> dict:
+    """The tutorial's recipe; with ``pillow`` its images are decoded and resized as transferkit does, everything
+    else unchanged (to measure what the resizing alone does)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     shape = (size, size)
-    train = keras.utils.image_dataset_from_directory(data_dir / "train", shuffle=True, batch_size=32,
-                                                     image_size=shape, seed=seed)
-    validation = keras.utils.image_dataset_from_directory(data_dir / "validation", shuffle=True, batch_size=32,
-                                                          image_size=shape, seed=seed)
+    if pillow:
+        def loaded(split, shuffle):
+            images, labels = pillow_arrays(data_dir, size, split)
+            found = tf.data.Dataset.from_tensor_slices((images, labels))
+            if shuffle:
+                found = found.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            return found.batch(32).map(lambda x, y: (tf.cast(x, tf.float32), y))
+
+        train, validation = loaded("train", True), loaded("validation", False)
+    else:
+        train = keras.utils.image_dataset_from_directory(data_dir / "train", shuffle=True, batch_size=32,
+                                                         image_size=shape, seed=seed)
+        validation = keras.utils.image_dataset_from_directory(data_dir / "validation", shuffle=True, batch_size=32,
+                                                              image_size=shape, seed=seed)
     train, validation = train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
     augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)])
     base = keras.applications.MobileNetV2(input_shape=shape + (3,), include_top=False, weights=weights)
