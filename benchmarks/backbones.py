@@ -2,13 +2,14 @@
 
     python benchmarks/backbones.py                       # every registered backbone, its default size
     python benchmarks/backbones.py --names 'mobilenet*' --image-size 192
-    python benchmarks/backbones.py --train               # also one default 10 + 10 run each (random weights)
+    python benchmarks/backbones.py --train               # also one run each at fit's default epochs (random weights)
 
 Per backbone, at its default image size (or ``--image-size``) on this machine's CPU: the parameter
 count; the layers and the default unfreeze point; the forward throughput of the frozen network in
 inference (images/s, batches of 32, after a warm-up batch); and what the fast path caches per training
 image (the pooled output and the activations crossing the default unfreeze point, in ``feature_dtype``,
-times ``views``). With ``--train``, the wall time of one default 10 + 10 run on ``--data-dir`` with random
+times ``views``). With ``--train``, the wall time of one run at ``fit``'s default epochs (10 + 10 until
+2026-12-06, 10 + 5 since) on ``--data-dir`` with random
 weights (the accuracy of random weights means nothing, so it is not shown), one process per backbone.
 Results go to ``--results`` as JSON lines, and the table to the same name with ``.md`` (the docs include it).
 """
@@ -65,7 +66,7 @@ def measure(name: str, size: int | None, batches: int) -> dict:
 
 
 def train_time(name: str, size: int | None, data_dir: Path) -> dict:
-    """One default 10 + 10 run with random weights: its wall time (in this process)."""
+    """One run at ``fit``'s default epochs with random weights: its wall time (in this process)."""
     from transferkit import ImageFolder, TwoPhaseTrainer, get_backbone_spec
 
     spec = get_backbone_spec(name)
@@ -81,7 +82,7 @@ def table(records: list[dict]) -> str:
     """A Markdown table, one row per backbone; the run-time column only where ``--train`` measured it."""
     trained = any(r.get("train_s") for r in records)
     lines = ["| backbone | size | parameters | layers | unfreeze (auto) | images/s (CPU, inference) | cached per image |"
-             + (" default 10 + 10 run |" if trained else ""), "|" + "---|" * (8 if trained else 7)]
+             + (" run at the default epochs |" if trained else ""), "|" + "---|" * (8 if trained else 7)]
     for r in records:
         run = (f" {r['train_s'] / 60:.1f} min |" if r.get("train_s") else " – |") if trained else ""
         lines.append(f"| `{r['name']}` | {r['image_size'][0]} px | {r['parameters'] / 1e6:.1f} M | {r['layers']} | "
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--names", default="*", help="a shell-style pattern over the registered names")
     p.add_argument("--image-size", type=int, default=None, help="one size for all (default: each backbone's own)")
     p.add_argument("--batches", type=int, default=3, help="timed batches of 32 per backbone")
-    p.add_argument("--train", action="store_true", help="also time one default 10 + 10 run (random weights)")
+    p.add_argument("--train", action="store_true", help="also time one run at fit's default epochs (random weights)")
     p.add_argument("--data-dir", default=str(DATA))
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "backbones.jsonl"))
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one backbone, in a child

@@ -1,6 +1,7 @@
 """Benchmark: the plain Keras tutorial recipe against transferkit, same data and weights, one process.
 
-    python benchmarks/two_phase.py                          # the full run (10 + 10 epochs, all images)
+    python benchmarks/two_phase.py                          # the full run (all images; 10 + 10 epochs for the
+                                                            # reference, transferkit's own defaults for it)
     python benchmarks/two_phase.py --quick                  # 1 + 1 epochs on 400 + 200 images
     python benchmarks/two_phase.py --modes exact cached     # which transferkit modes to run
     python benchmarks/two_phase.py --variant 'p224:{"image_size": 224, "unfreeze_from": "block_13"}'
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit._internal.memory import peak_rss_mb
+from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -160,6 +162,8 @@ def transferkit_run(data_dir: Path, weights: str, size: int, epochs: int, fine_t
 
     options = dict(options)
     size = int(options.pop("image_size", size))
+    epochs = int(options.pop("epochs", epochs))  # a variant may train its own epochs; the reference keeps --epochs
+    fine_tune_epochs = int(options.pop("fine_tune_epochs", fine_tune_epochs))
     start = time.perf_counter()
     data = ImageFolder(data_dir, image_size=(size, size), batch_size=32, seed=seed)
     prep = time.perf_counter() - start
@@ -169,7 +173,7 @@ def transferkit_run(data_dir: Path, weights: str, size: int, epochs: int, fine_t
     result = trainer.fit(data, epochs=epochs, fine_tune_epochs=fine_tune_epochs, verbose=2)
     return {"prep_s": prep, "phase1_s": result.phase_seconds[0], "phase2_s": result.phase_seconds[1],
             "val_acc_phase1": result.final("val_accuracy", 1), "val_acc_phase2": result.final("val_accuracy", 2),
-            "classifier": result.classifier, "data": data}
+            "classifier": result.classifier, "data": data, "epochs_trained": epochs + fine_tune_epochs}
 
 
 def inference(classifier, data, seconds: dict) -> None:
@@ -196,18 +200,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(DATA), help="train/ and validation/ of class folders")
     p.add_argument("--weights", default=str(WEIGHTS), help="MobileNetV2 weights (.h5 or 'imagenet')")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--fine-tune-epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="the reference's phase-1 epochs (the tutorial's 10)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10, help="the reference's phase-2 epochs (the tutorial's 10)")
+    p.add_argument("--tk-epochs", type=int, default=None,
+                   help=f"transferkit's phase-1 epochs (default: the library's, {EPOCHS})")
+    p.add_argument("--tk-fine-tune-epochs", type=int, default=None,
+                   help=f"transferkit's phase-2 epochs (default: the library's, {FINE_TUNE_EPOCHS})")
     p.add_argument("--image-size", type=int, default=160, help="the reference's input size")
-    p.add_argument("--tk-image-size", type=int, default=192,
+    p.add_argument("--tk-image-size", type=int, default=224,
                    help="transferkit's input size (its default); a --variant may set image_size")
     p.add_argument("--images", type=int, default=None, help="train images per class (validation: 40%%)")
     p.add_argument("--quick", action="store_true", help="1 + 1 epochs on 200 + 80 images per class")
     p.add_argument("--modes", nargs="*", default=["cached"], choices=["cached", "exact"],
                    help="transferkit modes to run; the first is the one the ratio uses")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:JSON",
-                   help="a named transferkit run with its own TwoPhaseTrainer arguments (and image_size), "
-                        "after the modes; repeatable")
+                   help="a named transferkit run with its own TwoPhaseTrainer arguments (and image_size, epochs, "
+                        "fine_tune_epochs), after the modes; repeatable")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--options", default="{}", help="JSON of extra TwoPhaseTrainer arguments, e.g. '{\"views\": 4}'")
     p.add_argument("--seed", type=int, default=42)
@@ -222,9 +230,11 @@ def main(argv=None) -> int:
     if not (data_dir / "train").is_dir():
         sys.exit(f"error: {data_dir} has no train/ folder; pass --data-dir")
     epochs, fine = args.epochs, args.fine_tune_epochs
+    tk_epochs = EPOCHS if args.tk_epochs is None else args.tk_epochs
+    tk_fine = FINE_TUNE_EPOCHS if args.tk_fine_tune_epochs is None else args.tk_fine_tune_epochs
     per_class = args.images
     if args.quick:
-        epochs, fine, per_class = 1, 1, per_class or 200
+        epochs, fine, tk_epochs, tk_fine, per_class = 1, 1, 1, 1, per_class or 200
     if per_class:
         data_dir = subset(data_dir, Path(tempfile.mkdtemp()) / "subset",
                           {"train": per_class, "validation": max(1, int(per_class * 0.4))})
@@ -246,7 +256,7 @@ def main(argv=None) -> int:
                 run = reference(data_dir, args.weights, args.image_size, epochs, fine, args.seed)
             else:
                 mode, run_options = runs_to_do[name]
-                run = transferkit_run(data_dir, args.weights, args.tk_image_size, epochs, fine, args.seed, mode,
+                run = transferkit_run(data_dir, args.weights, args.tk_image_size, tk_epochs, tk_fine, args.seed, mode,
                                       run_options)
             run["peak_rss_mb"] = peak_rss_mb()
             run["total_s"] = run["prep_s"] + run["phase1_s"] + run["phase2_s"]
@@ -271,7 +281,7 @@ def main(argv=None) -> int:
         print(f"{label} phase 1 wall time: {run['phase1_s']:.1f} s")
         print(f"{label} phase 2 wall time: {run['phase2_s']:.1f} s")
         print(f"{label} total wall time: {total:.1f} s")
-        print(f"{label} training images/s: {n_train * (epochs + fine) / total:.1f}")
+        print(f"{label} training images/s: {n_train * run.get('epochs_trained', epochs + fine) / total:.1f}")
         print(f"{label} peak RSS: {run['peak_rss_mb']:.0f} MiB")
         print(f"{label} val accuracy after phase 1: {run['val_acc_phase1']:.4f}")
         print(f"{label} val accuracy after phase 2: {run['val_acc_phase2']:.4f}")

@@ -3,16 +3,18 @@
     python examples/cats_vs_dogs.py                       # downloads data + weights via Keras's cache
     python examples/cats_vs_dogs.py --data-dir PATH --weights FILE.h5   # offline
 
-Recipe (transferkit's defaults): 192x192 inputs, batch 32, flip + rotation augmentation, 10 epochs
-with the backbone frozen (Adam 1e-3), then 10 epochs with MobileNetV2's last stages (block_13 on)
+Recipe (transferkit's defaults): 224x224 inputs, batch 32, flip + rotation augmentation, 10 epochs
+with the backbone frozen (Adam 1e-3), then 5 epochs with MobileNetV2's last stages (block_13 on)
 unfrozen at 0.03 times the learning rate (3e-5), BatchNorm frozen while fine-tuning; each phase ends
 on a moving average of its weights over its last sixth or so of steps. The frozen layers run
 once over three augmented views of each training image; each epoch draws one view per image, and
 phase 2 mirrors the cached activations at random. --seed-recipe gives the seed project's settings
-instead: 160x160, the whole network every step with a new augmentation every epoch, layers 100+
-unfrozen at a tenth of the learning rate (1e-4, then 1e-5), no weight averaging. Without --data-dir/--weights, a ``../shared`` folder next
-to the repository (the offline copies on the project's own machines) is used when it exists, and
-there its web photos (``cats_vs_dogs_web``) are scored too, beside the validation photos.
+instead: 160x160, 10 + 10 epochs, the whole network every step with a new augmentation every epoch,
+layers 100+ unfrozen at a tenth of the learning rate (1e-4, then 1e-5 with RMSprop) and BatchNorm
+training in phase 2 as in the seed's Keras 3 code, no weight averaging.
+Without --data-dir/--weights, a ``../shared`` folder next to the repository (the offline copies on the
+project's own machines) is used when it exists, and there its web photos (``cats_vs_dogs_web``) are
+scored too, beside the validation photos.
 
 A checkpoint is written after every epoch into OUTPUT/checkpoint; --resume continues a killed run.
 """
@@ -29,7 +31,7 @@ from cats_vs_dogs_data import DownloadError, cats_vs_dogs  # next to this script
 from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
 from transferkit.evaluation import RunFolder, summary
 from transferkit.training import PhaseSummary
-from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS
+from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, SEED_PROJECT_EPOCHS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -44,11 +46,12 @@ def parse_args(argv=None):
                    "default: ../shared copy if present, else the TensorFlow tutorial archive (downloaded)")
     p.add_argument("--weights", help="MobileNetV2 weights: 'imagenet', 'none' or a .h5 path; "
                    "default: ../shared copy if present, else 'imagenet' (downloaded)")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"phase-1 epochs, backbone frozen (default: {EPOCHS})")
-    p.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
-                   help=f"phase-2 epochs (default: {FINE_TUNE_EPOCHS})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"phase-1 epochs, backbone frozen (default: {EPOCHS}; {SEED_PROJECT_EPOCHS[0]} with --seed-recipe)")
+    p.add_argument("--fine-tune-epochs", type=int, default=None,
+                   help=f"phase-2 epochs (default: {FINE_TUNE_EPOCHS}; {SEED_PROJECT_EPOCHS[1]} with --seed-recipe)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="square input size in pixels (default: 192; 160 with --seed-recipe)")
+                   help="square input size in pixels (default: 224; 160 with --seed-recipe)")
     p.add_argument("--unfreeze-from", default=None,
                    help="layer index or block name (default: the preset's: the backbone's own, block_13; 100 with "
                         "--seed-recipe)")
@@ -62,10 +65,14 @@ def parse_args(argv=None):
     p.add_argument("--exact", action="store_true", help="the exact recipe: fresh augmentation every epoch and the "
                    "whole network every step, instead of frozen features computed once (3 augmented views)")
     p.add_argument("--seed-recipe", action="store_true",
-                   help="the seed project's settings: 160 px, --exact, unfreeze from layer 100, a phase-2 "
-                        "learning rate of a tenth")
+                   help="the seed project's settings: 160 px, --exact, 10 + 10 epochs, unfreeze from layer 100, "
+                        "a phase-2 learning rate of a tenth with RMSprop, BatchNorm training in phase 2")
     p.add_argument("--resume", action="store_true", help="continue the run in --output after its last epoch")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    epochs = SEED_PROJECT_EPOCHS if args.seed_recipe else (EPOCHS, FINE_TUNE_EPOCHS)
+    args.epochs = epochs[0] if args.epochs is None else args.epochs
+    args.fine_tune_epochs = epochs[1] if args.fine_tune_epochs is None else args.fine_tune_epochs
+    return args
 
 
 def resolve_sources(args):

@@ -347,13 +347,13 @@ def test_help_shows_defaults_as_typed_and_only_once():
     assert "(default: True)" not in export_help and "(default: None)" not in export_help
     assert export_help.count("(default: next to MODEL, by format)") == 1
     assert "(default: 0.8,0.1,0.1)" in train_help and "(0.8, 0.1, 0.1)" not in train_help
-    assert "(default: 192x192)" in train_help and "(default: False)" not in train_help
+    assert "(default: 224x224)" in train_help and "(default: False)" not in train_help
 
 
 def test_backbones_say_what_size_training_uses(capsys):
     assert main(["backbones"]) == 0
     printed = capsys.readouterr().out
-    assert "pretrained at" in printed and "--image-size (default 192x192)" in printed
+    assert "pretrained at" in printed and "--image-size (default 224x224)" in printed
 
 
 def test_the_download_error_names_the_exact_file(monkeypatch):

@@ -2,7 +2,7 @@
 
 Registered backbones, with the image size their ImageNet weights were trained at, where fine-tuning
 starts by default, and their preprocessing. transferkit trains every backbone at --image-size
-(default 192x192), whatever size its weights were trained at. Besides these, --backbone takes a
+(default 224x224), whatever size its weights were trained at. Besides these, --backbone takes a
 keras-hub image preset (keras_hub:NAME, hf://OWNER/MODEL, or a preset directory; the hub extra) and
 a .keras file of your own feature extractor.
 """

@@ -170,7 +170,7 @@ class ImageFolder:
     def __init__(
         self,
         directory: os.PathLike | str,
-        image_size: tuple[int, int] = (192, 192),
+        image_size: tuple[int, int] = (224, 224),
         batch_size: int = 32,
         split: tuple[float, ...] | dict[str, list[str]] = (0.8, 0.1, 0.1),
         seed: int = 42,

@@ -18,15 +18,18 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Recipe", "FastPath", "PRESETS", "preset", "EPOCHS", "FINE_TUNE_EPOCHS"]
+__all__ = ["Recipe", "FastPath", "PRESETS", "preset", "EPOCHS", "FINE_TUNE_EPOCHS", "SEED_PROJECT_EPOCHS"]
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine")
 #: The moving average's momentum when a phase's length is unknown (a dataset of unknown cardinality).
 UNKNOWN_LENGTH_MOMENTUM = 0.99
-#: ``fit``'s phase-1 (backbone frozen) and phase-2 (top of the backbone trains) epochs.
+#: ``fit``'s phase-1 (backbone frozen) and phase-2 (top of the backbone trains) epochs. Phase 2 starts
+#: from a converged head, so 5 epochs do what 10 did (benchmarks/README.md, "seeds.py"); the seed
+#: project trained 10 + 10 (`SEED_PROJECT_EPOCHS`).
 EPOCHS = 10
-FINE_TUNE_EPOCHS = 10
+FINE_TUNE_EPOCHS = 5
+SEED_PROJECT_EPOCHS = (10, 10)
 
 
 class _Settings:
@@ -159,13 +162,16 @@ class FastPath(_Settings):
         object.__setattr__(self, "mirror_features", bool(self.mirror_features))
 
 
-#: Named trainer settings. ``"default"``: transferkit's own (192 px from the data, the fast path,
+#: Named trainer settings. ``"default"``: transferkit's own (224 px from the data, the fast path,
 #: the backbone's unfreeze point); ``"seed_project"``: the tutorial project transferkit grew out of
-#: (160 px, the exact recipe, layers from 100 on, 1e-4 and a tenth of it in phase 2, no weight averaging).
+#: (160 px, the exact recipe, layers from 100 on, 1e-4 and a tenth of it in phase 2 with RMSprop, its
+#: BatchNorm layers training in phase 2 as they do in its Keras 3 code, no weight averaging; with
+#: `SEED_PROJECT_EPOCHS`).
 PRESETS: dict[str, dict] = {
     "default": {},
     "seed_project": {"image_size": (160, 160), "unfreeze_from": 100, "learning_rate": 1e-4,
-                     "fine_tune_lr_factor": 0.1, "ema_window": None, "cache_features": False},
+                     "fine_tune_lr_factor": 0.1, "ema_window": None, "cache_features": False,
+                     "freeze_batchnorm": False, "fine_tune_optimizer": "rmsprop"},
 }
 
 
