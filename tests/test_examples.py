@@ -28,3 +28,16 @@ def test_the_cats_vs_dogs_example_trains_and_writes_its_run(tmp_path):
     assert metrics["run"]["epochs"] == 1 and metrics["run"]["fine_tune_epochs"] == 1
     again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "has finished all its epochs" in again.stdout
+
+
+def test_the_example_trains_the_library_epochs_and_the_seed_recipe_its_own(monkeypatch):
+    import importlib
+
+    from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, SEED_PROJECT_EPOCHS
+
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    example = importlib.import_module("cats_vs_dogs")
+    epochs = lambda *argv: (lambda a: (a.epochs, a.fine_tune_epochs))(example.parse_args(list(argv)))  # noqa: E731
+    assert epochs() == (EPOCHS, FINE_TUNE_EPOCHS) == (10, 5)
+    assert epochs("--seed-recipe") == SEED_PROJECT_EPOCHS == (10, 10)
+    assert epochs("--seed-recipe", "--fine-tune-epochs", "3") == (10, 3) and epochs("--epochs", "0") == (0, 5)
