@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit._internal.memory import peak_rss_mb
+from transferkit.cli.options import data_defaults
 from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,8 +208,9 @@ def main(argv=None) -> int:
     p.add_argument("--tk-fine-tune-epochs", type=int, default=None,
                    help=f"transferkit's phase-2 epochs (default: the library's, {FINE_TUNE_EPOCHS})")
     p.add_argument("--image-size", type=int, default=160, help="the reference's input size")
-    p.add_argument("--tk-image-size", type=int, default=224,
-                   help="transferkit's input size (its default); a --variant may set image_size")
+    p.add_argument("--tk-image-size", type=int, default=data_defaults()["image_size"][0],
+                   help="transferkit's input size (default: the library's, %(default)s); a --variant may set "
+                        "image_size")
     p.add_argument("--images", type=int, default=None, help="train images per class (validation: 40%%)")
     p.add_argument("--quick", action="store_true", help="1 + 1 epochs on 200 + 80 images per class")
     p.add_argument("--modes", nargs="*", default=["cached"], choices=["cached", "exact"],

@@ -29,6 +29,7 @@ from pathlib import Path
 from cats_vs_dogs_data import DownloadError, cats_vs_dogs  # next to this script
 
 from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
+from transferkit.cli.options import data_defaults
 from transferkit.evaluation import RunFolder, summary
 from transferkit.training import PhaseSummary
 from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, SEED_PROJECT_EPOCHS
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--fine-tune-epochs", type=int, default=None,
                    help=f"phase-2 epochs (default: {FINE_TUNE_EPOCHS}; {SEED_PROJECT_EPOCHS[1]} with --seed-recipe)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="square input size in pixels (default: 224; 160 with --seed-recipe)")
+                   help=f"square input size in pixels (default: {data_defaults()['image_size'][0]}; 160 with "
+                        "--seed-recipe)")
     p.add_argument("--unfreeze-from", default=None,
                    help="layer index or block name (default: the preset's: the backbone's own, block_13; 100 with "
                         "--seed-recipe)")
