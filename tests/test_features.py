@@ -8,6 +8,7 @@ import pytest
 from conftest import make_image, make_tree, tiny_trainer
 from transferkit import ImageFolder, TwoPhaseTrainer
 from transferkit.training.features import FrozenFeatures, split_backbone
+from transferkit.training.settings import FastPath
 
 CNN = dict(backbone="test_cnn", backbone_options={}, unfreeze_from="block2")
 
@@ -125,8 +126,8 @@ def test_feature_cache_is_reused_and_rebuilt_when_anything_changes(tmp_path, mon
     assert len(fills) == 4  # image size changed
     fit(seed=9)
     assert len(fills) == 6  # other (random) backbone weights and augmentation seed
-    fit(views=2)
-    assert len(fills) == 8
+    fit(views=FastPath.views + 1)
+    assert len(fills) == 8  # another number of views
     fit(split_seed=1)
     assert len(fills) == 10  # another split of the same files
     fit(crop=True)

@@ -145,6 +145,7 @@ def test_presets_name_whole_settings():
     assert (seed.image_size, seed.unfreeze_from, seed.fine_tune_lr_factor, seed.cache_features) == \
         ((160, 160), 100, 0.1, False)
     assert (seed.freeze_batchnorm, seed.fine_tune_optimizer) == (False, "rmsprop")  # as the seed's Keras 3 code
+    assert seed.augmentation == {"preset": "default", "plain_fraction": 0}  # every image augmented, as the tutorial
     unnamed = lambda t: {**t.get_config(), "head": {**t.get_config()["head"], "name": None}}  # noqa: E731
     assert unnamed(TwoPhaseTrainer.from_preset("default")) == unnamed(TwoPhaseTrainer())
     assert TwoPhaseTrainer.from_preset("seed_project", unfreeze_from="block_13").unfreeze_from == "block_13"

@@ -314,3 +314,17 @@ def test_the_exact_recipe_leaves_one_image_in_views_as_it_is(tiny_data):
     tutorial = tiny_trainer(cache_features=False, augmentation={"preset": "default", "plain_fraction": 0})
     tutorial.build(tiny_data.class_names, tiny_data.image_size)
     assert not any(isinstance(layer, PartlyAugmented) for layer in tutorial.model.layers)
+
+
+def test_the_seed_project_preset_augments_every_image_as_the_tutorial_does(tiny_data):
+    from transferkit import TwoPhaseTrainer
+    from transferkit.models.augment import PartlyAugmented
+
+    trainer = TwoPhaseTrainer.from_preset("seed_project", weights=None, backbone_options={"alpha": 0.35},
+                                          image_size=tiny_data.image_size)
+    trainer.build(tiny_data.class_names, tiny_data.image_size)
+    assert not any(isinstance(layer, PartlyAugmented) for layer in trainer.model.layers)
+    flips = [layer for layer in trainer.parts.augmentation.layers if layer.__class__.__name__ == "RandomFlip"]
+    x = np.random.default_rng(0).uniform(0, 255, (64,) + tiny_data.image_size + (3,)).astype("float32")
+    served = keras.ops.convert_to_numpy(trainer.parts.augmentation(x, training=True))
+    assert flips and not np.any(np.all(np.isclose(served, x), axis=(1, 2, 3)))  # no image passes as it is

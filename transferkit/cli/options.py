@@ -224,7 +224,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="run the exact recipe (the whole network every step) instead of training on frozen "
                         "features computed once")
     p.add_argument("--views", type=int, default=FastPath.views,
-                   help="augmented views per training image for the fast path")
+                   help="views per training image for the fast path (view 0 as it is, the others augmented)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="compute in float16 on a GPU, bfloat16 elsewhere; the logits stay float32")
 

@@ -45,6 +45,7 @@ from transferkit._internal.progress import progress
 from transferkit.data.fingerprint import file_list_of
 from transferkit.data.pipeline import array_dataset
 from transferkit.training import distribute
+from transferkit.training.settings import FastPath
 
 __all__ = ["split_backbone", "crossing_tensors", "FrozenFeatures"]
 
@@ -127,7 +128,8 @@ class FrozenFeatures:
     """
 
     def __init__(self, data, backbone: keras.Model, head_pool, preprocessing=None, augment=None, *,
-                 cut: int | None = None, phases=(1, 2), also_cuts=(), views: int = 3, dtype: str = "float16",
+                 cut: int | None = None, phases=(1, 2), also_cuts=(), views: int = FastPath.views,
+                 dtype: str = FastPath.feature_dtype,
                  cache_dir: os.PathLike | str | None = None, augmentation_config=None, seed=None,
                  shuffle_seed=None, verbose: int = 0, identity: dict | None = None, distribution=None):
         if views < 1:
