@@ -33,7 +33,7 @@ from transferkit import ImageFolder, TwoPhaseTrainer, WeightsUnavailableError
 from transferkit.cli.options import data_defaults
 from transferkit.evaluation import RunFolder, summary
 from transferkit.training import PhaseSummary
-from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, SEED_PROJECT_EPOCHS
+from transferkit.training.settings import EPOCHS, FINE_TUNE_EPOCHS, PRESETS, SEED_PROJECT_EPOCHS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -53,11 +53,11 @@ def parse_args(argv=None):
     p.add_argument("--fine-tune-epochs", type=int, default=None,
                    help=f"phase-2 epochs (default: {FINE_TUNE_EPOCHS}; {SEED_PROJECT_EPOCHS[1]} with --seed-recipe)")
     p.add_argument("--image-size", type=int, default=None,
-                   help=f"square input size in pixels (default: {data_defaults()['image_size'][0]}; 160 with "
-                        "--seed-recipe)")
+                   help=f"square input size in pixels (default: {data_defaults()['image_size'][0]}; "
+                        f"{PRESETS['seed_project']['image_size'][0]} with --seed-recipe)")
     p.add_argument("--unfreeze-from", default=None,
-                   help="layer index or block name (default: the preset's: the backbone's own, block_13; 100 with "
-                        "--seed-recipe)")
+                   help="layer index or block name (default: the preset's: the backbone's own, block_13; "
+                        f"{PRESETS['seed_project']['unfreeze_from']} with --seed-recipe)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--output", default="runs/cats_vs_dogs", help="where to write model, metrics, pictures "
                    "(default: runs/cats_vs_dogs)")
