@@ -9,10 +9,10 @@ themselves, then as many new images as needed, each a photo randomly cropped, fl
 colours jittered, resized and re-encoded as JPEG (written once into ``--work-dir`` and reused).
 The validation set is the shared one. Then, in a fresh process per run, it trains
 ``ImageFolder(..., cache_dir=...)`` + ``TwoPhaseTrainer(cache_dir=...)`` with its defaults (the recorded
-figures used 3 views, the default then) and prints: decode, phase-1 (including computing the features) and phase-2 times, the features' time
-(phase 1 less its epochs) and each phase's epoch time, and a table of them per training image; peak resident
-memory (VmHWM) and its anonymous part (sampled every 50 ms); the cache's size on disk; validation
-accuracy. Last, how peak memory grew from the smallest to the largest set.
+figures used 3 views, the default then) and prints: decode, phase-1 (including computing the features)
+and phase-2 times, the features' time (phase 1 less its epochs) and each phase's epoch time, and a table
+of them per training image; peak resident memory (VmHWM) and its anonymous part (sampled every 50 ms);
+the cache's size on disk; validation accuracy. Last, how peak memory grew from the smallest to the largest set.
 """
 
 from __future__ import annotations
