@@ -83,7 +83,7 @@ class Recipe(_Settings):
     optimizer: str = "adam"
     fine_tune_optimizer: str | None = None
     label_smoothing: float = 0.0
-    ema_window: float | None = 0.16
+    ema_window: float | None = 0.33
     fine_tune_schedule: str = "constant"
 
     def optimizer_of(self, phase: int) -> str:
@@ -97,8 +97,8 @@ class Recipe(_Settings):
     def ema_momentum(self, steps: int | None) -> float | None:
         """The moving average's momentum in a phase of ``steps`` training steps; None: no average.
 
-        >>> Recipe().ema_momentum(630), Recipe().ema_momentum(6), Recipe(ema_window=None).ema_momentum(630)
-        (0.9900793650793651, 0.0, None)
+        >>> Recipe().ema_momentum(630), Recipe().ema_momentum(3), Recipe(ema_window=None).ema_momentum(630)
+        (0.9951899951899952, 0.0, None)
         """
         if self.ema_window is None:
             return None
