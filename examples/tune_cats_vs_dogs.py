@@ -2,6 +2,7 @@
 
     python examples/tune_cats_vs_dogs.py --max-trials 6 --epochs 2 --fine-tune-epochs 2
     python examples/tune_cats_vs_dogs.py ... --directory runs/tune   # run again to resume
+    python examples/tune_cats_vs_dogs.py ... --soup   # also average the best trials into one model
 
 Each trial is a TwoPhaseTrainer run (both phases; KerasTuner alone cannot recompile between them) in
 its own process, on cached features that all trials share; the score is the validation accuracy at
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--stop-below-median-after", type=int, default=None, metavar="EPOCH",
                    help="stop trials below the finished trials' median after this epoch (default: off)")
     p.add_argument("--exact", action="store_true", help="train every trial the exact way (no cached features)")
+    p.add_argument("--soup", action="store_true",
+                   help="also average the weights of the best trials that share the best one's head (greedy soup)")
     args = p.parse_args(argv)
 
     data_dir, weights = resolve_sources(args)
@@ -50,10 +53,14 @@ def main(argv=None) -> int:
     result = tune(data, args.directory, project_name="search", tuner=args.tuner, max_trials=args.max_trials,
                   overwrite=args.overwrite, output=Path(args.directory) / "results", weights=weights,
                   epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, seed=args.seed,
-                  stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact)
+                  stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact,
+                  soup=args.soup)
     print("\nTrials (best first; score = validation accuracy at the end of fine-tuning)")
     print(result.table())
     print(f"\nBest: {result.best_score:.4f} with {result.best_hyperparameters}")
+    if result.soup is not None:
+        print(f"\nSoup of trials {', '.join(result.soup.ingredients)}: validation accuracy {result.soup.score:.4f}")
+        print(result.soup.table())
     for f in result.files:
         print(f"  wrote {f}")
     return 0

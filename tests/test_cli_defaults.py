@@ -34,7 +34,8 @@ def library_defaults(command: str) -> dict:
         hypermodel, search = signature_defaults(TwoPhaseHyperModel), signature_defaults(tune)
         return {**data_options, **backbone, "epochs": hypermodel["epochs"],
                 "fine_tune_epochs": hypermodel["fine_tune_epochs"], "metric": hypermodel["metric"],
-                "tuner": search["tuner"], "max_trials": search["max_trials"], "project_name": search["project_name"]}
+                "tuner": search["tuner"], "max_trials": search["max_trials"], "project_name": search["project_name"],
+                "soup": search["soup"]}
     if command == "evaluate":
         return {"seed": data["seed"], "fractions": data["split"], "batch_size": data["batch_size"]}
     if command == "audit":

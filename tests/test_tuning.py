@@ -157,12 +157,13 @@ def test_tune_command(tiny_data, tmp_path, capsys):
     from transferkit.cli import main
 
     argv = ["tune", str(tiny_data.root), "--directory", str(tmp_path), "--max-trials", "1", "--epochs", "1",
-            "--fine-tune-epochs", "1", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+            "--fine-tune-epochs", "1", "--weights", "none", "--image-size", "32", "--batch-size", "8", "--soup"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Trials (best first)" in out and "unfreeze_from" in out
-    assert (tmp_path / "transferkit-results" / "best.keras").exists()
-    assert (tmp_path / "transferkit-results" / "tuning.png").exists()
+    assert "Soup of trials 0: val_accuracy" in out and "soup score" in out
+    for name in ("best.keras", "tuning.png", "soup.keras", "soup.json"):
+        assert (tmp_path / "transferkit-results" / name).exists()
 
 
 # -- one engine: trials are TwoPhaseTrainer runs on shared cached features ------------------------
@@ -442,3 +443,54 @@ def test_a_search_over_backbones_checks_what_it_is_given():
     hypermodel = TwoPhaseHyperModel(["a", "b"], (32, 32), backbones=["mobilenet_v2", "test_cnn"], **TINY)
     assert hypermodel.unfreeze_points["mobilenet_v2"] == [f"block_{i}" for i in range(9, 17)]
     assert hypermodel.unfreeze_points["test_cnn"] == ["block2"]
+
+
+# -- model soups: the best trials' weights, averaged -----------------------------------------------
+
+def test_a_greedy_soup_averages_the_trials_that_do_not_make_it_worse(tiny_data, tmp_path, cnn_search):
+    from transferkit.evaluation.metrics import evaluate
+    from transferkit.tuning import greedy_soup
+
+    result = tune(tiny_data, tmp_path, max_trials=5, output=tmp_path / "out", verbose=0, isolate_trials=False,
+                  **cnn_search)
+    best_before = result.classifier.predict_array(tiny_data.images("validation"), batch_size=8)
+    soup = greedy_soup(result, tiny_data)
+
+    best_units = result.trials[0]["hyperparameters"]["hidden_units"]
+    same = [t["hyperparameters"]["hidden_units"] == best_units for t in result.trials]
+    assert [s["trial_id"] for s in soup.steps] == [t["trial_id"] for t in result.trials]
+    assert [s["soup_score"] is not None for s in soup.steps] == same  # other heads are skipped, not averaged
+    assert True in same[1:] and False in same, "this search's draw mixes both head sizes"
+    kept = [s for s in soup.steps if s["kept"]]
+    assert [s["trial_id"] for s in kept] == soup.ingredients and soup.ingredients[0] == result.trials[0]["trial_id"]
+    assert all(b["soup_score"] >= a["soup_score"] for a, b in zip(kept, kept[1:]))  # never worse on validation
+    assert all(s["soup_score"] < soup.steps[0]["soup_score"] or s["kept"] for s in soup.steps if s["soup_score"])
+    assert soup.score == kept[-1]["soup_score"]
+    assert len(soup.ingredients) >= 2, "this search's draw puts two trials in the soup"
+
+    ingredients = []
+    for trial_id in soup.ingredients:
+        result.tuner.hypermodel.trial_id = trial_id
+        model = result.tuner.load_model(result.tuner.oracle.get_trial(trial_id))
+        ingredients.append({v.path: np.array(v) for v in model.weights})
+    for variable in soup.classifier.model.weights:
+        expected = np.mean([weights[variable.path] for weights in ingredients], axis=0)
+        np.testing.assert_allclose(np.array(variable), expected, rtol=1e-5, atol=1e-6)
+    assert evaluate(soup.classifier, tiny_data).accuracy == pytest.approx(soup.score)
+    # the best trial's classifier still works after the soup's loading
+    np.testing.assert_allclose(result.classifier.predict_array(tiny_data.images("validation"), batch_size=8),
+                               best_before, rtol=1e-5)
+    assert "trial score" in soup.table() and "another architecture" in soup.table()
+
+
+def test_tune_with_soup_writes_the_soup_beside_the_best_model(tiny_data, tmp_path, cnn_search):
+    from transferkit import load_model
+
+    result = tune(tiny_data, tmp_path, max_trials=2, output=tmp_path / "out", verbose=0, isolate_trials=False,
+                  soup=True, **cnn_search)
+    record = json.loads((tmp_path / "out" / "soup.json").read_text())
+    assert record["ingredients"] == result.soup.ingredients and record["metric"] == "val_accuracy"
+    images = tiny_data.images("validation")
+    np.testing.assert_allclose(load_model(tmp_path / "out" / "soup.keras").predict_array(images, batch_size=8),
+                               result.soup.classifier.predict_array(images, batch_size=8), rtol=1e-5)
+    assert tmp_path / "out" / "soup.keras" in result.files

@@ -40,6 +40,8 @@ def add_parser(commands) -> None:
                    help="stop a trial whose metric after this epoch is below the finished trials' median")
     p.add_argument("--exact", action="store_true",
                    help="train every trial the exact way (no cached features; several times slower)")
+    p.add_argument("--soup", action="store_true",
+                   help="also average the best trials' weights into one model (greedy soup): soup.keras")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     add_data_options(p)
 
@@ -62,12 +64,15 @@ def run(args) -> int:
         max_epochs=args.max_epochs, overwrite=args.overwrite, output=output, backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights, epochs=args.epochs,
         fine_tune_epochs=args.fine_tune_epochs, metric=args.metric, seed=args.seed,
-        stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact,
+        stop_below_median_after=args.stop_below_median_after, cache_features=not args.exact, soup=args.soup,
     )
     print("\nTrials (best first)")
     print(result.table())
     if result.files:
         print(f"\nBest score {result.best_score:.4f} with {result.best_hyperparameters}")
+        if result.soup is not None:
+            print(f"\nSoup of trials {', '.join(result.soup.ingredients)}: {result.soup.metric} "
+                  f"{result.soup.score:.4f}\n{result.soup.table()}")
         print("Wrote:")
         for f in result.files:
             print(f"  {f}")

@@ -344,6 +344,8 @@ class TuningResult:
     trials: list[dict]
     classifier: object | None = None
     files: tuple = ()
+    #: With ``tune(..., soup=True)``: the best trials' weights averaged (a `transferkit.tuning.Soup`).
+    soup: object | None = None
 
     def table(self) -> str:
         """The trials, best first: id, score and hyperparameters."""
@@ -393,6 +395,7 @@ def tune(
     stop_below_median_after: int | None = None,
     tuner_class: type | None = None,
     trials_per_process: int = 5,
+    soup: bool = False,
     **hypermodel_options,
 ) -> TuningResult:
     """Run (or resume) a search and return its trials, best hyperparameters and best classifier.
@@ -407,16 +410,17 @@ def tune(
     a fresh one after ``trials_per_process`` trials, so memory stays bounded however many trials
     run (callbacks must then be picklable). Cached features go to ``directory/project_name/features``
     unless the trainer's ``cache_dir`` says otherwise; the workers of a distributed search on one
-    machine share them. With ``output``, the best model (``best.keras``), ``trials.json`` and
-    ``tuning.png`` are written there. In distributed mode (``KERASTUNER_TUNER_ID`` etc. set) workers
-    run trials and return an empty result; the chief serves the oracle and, at the end, returns the
-    trials and writes the outputs. Other keyword arguments go to `TwoPhaseHyperModel` (a base
-    ``trainer=``, or `TwoPhaseTrainer` arguments).
+    machine share them. With ``soup``, the best trials' weights are then averaged into one model
+    (`greedy_soup`, as ``result.soup``). With ``output``, the best model (``best.keras``), ``trials.json``
+    and ``tuning.png`` are written there, and with ``soup`` also ``soup.keras`` and ``soup.json``. In
+    distributed mode (``KERASTUNER_TUNER_ID`` etc. set) workers run trials and return an empty result;
+    the chief serves the oracle and, at the end, returns the trials and writes the outputs. Other
+    keyword arguments go to `TwoPhaseHyperModel` (a base ``trainer=``, or `TwoPhaseTrainer` arguments).
     """
     if isinstance(tuner, type) and issubclass(tuner, kt.Tuner):
         return _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_trials, max_epochs,
                                               overwrite, output, isolate_trials, verbose, callbacks,
-                                              stop_below_median_after, **hypermodel_options)
+                                              stop_below_median_after, soup, **hypermodel_options)
     if tuner not in ORACLES:
         raise ValueError(f"tuner={tuner!r}: choose one of {', '.join(ORACLES)}.")
     hyperband = tuner == "hyperband"
@@ -436,7 +440,7 @@ def tune(
     search = tuner_class(oracle, hypermodel, directory=str(directory), project_name=project_name,
                          overwrite=overwrite, isolate_trials=isolate_trials, trials_per_process=trials_per_process)
     _write_record(record, described, hypermodel)
-    return _search(search, hypermodel, data, callbacks, verbose, output)
+    return _search(search, hypermodel, data, callbacks, verbose, output, soup)
 
 
 #: The file in ``directory/project_name`` that says which search runs there (settings and data).
@@ -500,7 +504,7 @@ def _hypermodel(data, directory, project_name, options: dict) -> TwoPhaseHyperMo
 
 
 def _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_trials, max_epochs, overwrite, output,
-                                   isolate_trials, verbose, callbacks, stop_below_median_after, **options):
+                                   isolate_trials, verbose, callbacks, stop_below_median_after, soup, **options):
     """The search with a KerasTuner tuner class (deprecated: its oracle is its own, so the median
     rule cannot be added; give ``tuner=`` a name and ``tuner_class=`` a `TwoPhaseTuner` subclass)."""
     warnings.warn(f"tune(tuner={tuner.__name__}): a KerasTuner tuner class is deprecated; pass tuner='random', "
@@ -522,10 +526,10 @@ def _tune_with_a_keras_tuner_class(data, directory, project_name, tuner, max_tri
     budget = _budget(issubclass(tuner, kt.Hyperband), hypermodel, max_trials, max_epochs)
     search = Running(hypermodel, **budget, **common)
     _write_record(record, described, hypermodel)
-    return _search(search, hypermodel, data, callbacks, verbose, output)
+    return _search(search, hypermodel, data, callbacks, verbose, output, soup)
 
 
-def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, output) -> TuningResult:
+def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, output, soup=False) -> TuningResult:
     objective = search.oracle.objective
     search.search(data, callbacks=list(callbacks or []), verbose=verbose)
 
@@ -557,4 +561,10 @@ def _search(search, hypermodel: TwoPhaseHyperModel, data, callbacks, verbose, ou
         from transferkit.evaluation.run import save_search
 
         result.files = tuple(save_search(result, objective.name, output))
+    if soup:
+        from transferkit.tuning.soup import greedy_soup
+
+        result.soup = greedy_soup(result, data)
+        if output is not None:
+            result.files += tuple(result.soup.save(output))
     return result
