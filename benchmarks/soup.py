@@ -1,8 +1,8 @@
 """Benchmark: a search's best trial against the greedy soup of its trials, over search seeds.
 
-    python benchmarks/soup.py --seeds 1 2 3                  # 6 trials of 3 + 3 epochs each, at 224 px
+    python benchmarks/soup.py --seeds 1 2 3                  # 4 trials of 3 + 3 epochs each, at 224 px
     python benchmarks/soup.py --seeds 1 2 3 --hidden-units 0 128 256   # the search's own head sizes too
-    python benchmarks/soup.py --seeds 1 --max-trials 4 --epochs 2 --fine-tune-epochs 2
+    python benchmarks/soup.py --seeds 1 --max-trials 8 --epochs 2 --fine-tune-epochs 2
     python benchmarks/soup.py --table
 
 Each seed runs `tune` and `greedy_soup` (random search, fast path, the search's default space except the
@@ -79,7 +79,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--max-trials", type=int, default=6)
+    p.add_argument("--max-trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--fine-tune-epochs", type=int, default=3)
     p.add_argument("--image-size", type=int, default=224)

@@ -4,8 +4,8 @@
     python examples/cats_vs_dogs.py --data-dir PATH --weights FILE.h5   # offline
 
 Recipe (transferkit's defaults): 224x224 inputs, batch 32, flip + rotation augmentation, 10 epochs
-with the backbone frozen (Adam 1e-3), then 5 epochs with MobileNetV2's last stages (block_13 on)
-unfrozen at 0.03 times the learning rate (3e-5), BatchNorm frozen while fine-tuning; each phase ends
+with the backbone frozen (Adam 3e-3), then 5 epochs with MobileNetV2's last stages (block_13 on)
+unfrozen at 0.01 times the learning rate (3e-5), BatchNorm frozen while fine-tuning; each phase ends
 on a moving average of its weights over its last third or so of steps. The frozen layers run
 once over two views of each training image (as it is, and augmented); each epoch draws one view per
 image, and phase 2 mirrors the cached activations at random. --seed-recipe gives the seed project's

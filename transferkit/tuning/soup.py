@@ -13,7 +13,7 @@ the best trial's architecture (backbone, head) can go in; the others are listed 
 >>> images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
 >>> batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)
 >>> data = SimpleNamespace(train=batches, validation=batches, class_names=["cats", "dogs"], image_size=(32, 32))
->>> result = tune(data, tempfile.mkdtemp(), max_trials=3, epochs=1, fine_tune_epochs=1, weights=None,
+>>> result = tune(data, tempfile.mkdtemp(), max_trials=2, epochs=1, fine_tune_epochs=1, weights=None,
 ...               backbone_options={"alpha": 0.35}, hidden_units=(0,), cache_features=False, seed=0,
 ...               isolate_trials=False, verbose=0)
 >>> soup = greedy_soup(result, data)
