@@ -21,16 +21,13 @@ training loader), and the model is scored a third time. One JSON line per run go
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from two_phase import DATA, WEB, WEIGHTS, web_accuracy
+from seeds import run_variants
+from two_phase import web_accuracy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,59 +124,9 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def read_results(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", action="append", default=[], metavar="NAME:JSON",
-                   help="a name and the trainer's options as JSON (image_size, epochs, fine_tune_epochs too)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--data-dir", default=str(DATA))
-    p.add_argument("--web-dir", default=str(WEB))
-    p.add_argument("--weights", default=str(WEIGHTS))
-    p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "batchnorm.jsonl"))
-    p.add_argument("--feature-cache", default=None, help="a folder for the fast path's cached features")
-    p.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: JSON of one run, in a child
-    args = p.parse_args(argv)
-    web_dir = Path(args.web_dir) if args.web_dir and Path(args.web_dir).is_dir() else None
-    if args.one:
-        run = json.loads(args.one)
-        figures = one_run(Path(args.data_dir), web_dir, args.weights, run["options"], run["seed"], args.feature_cache)
-        print("RESULT " + json.dumps(figures), flush=True)
-        return 0
-    results = Path(args.results)
-    if args.table:
-        print(table(read_results(results)))
-        return 0
-    if not (Path(args.data_dir) / "train").is_dir():
-        sys.exit(f"error: {args.data_dir} has no train/ folder; pass --data-dir")
-    for spec in args.variant:
-        name, _, text = spec.partition(":")
-        options = json.loads(text or "{}")
-        for seed in args.seeds:
-            if any(r["variant"] == name and r["seed"] == seed and r["options"] == options
-                   for r in read_results(results)):
-                continue
-            command = [sys.executable, __file__, "--one", json.dumps({"options": options, "seed": seed}),
-                       "--data-dir", args.data_dir, "--web-dir", args.web_dir or "", "--weights", args.weights]
-            if args.feature_cache:
-                command += ["--feature-cache", args.feature_cache]
-            print(f"== {name} seed {seed}: {json.dumps(options)}", flush=True)
-            completed = subprocess.run(command, capture_output=True, text=True)
-            found = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-            if completed.returncode != 0 or not found:
-                sys.stderr.write(completed.stdout[-3000:] + completed.stderr[-3000:])
-                sys.exit(f"error: {name} seed {seed} failed (exit {completed.returncode})")
-            record = {"variant": name, "options": options, "seed": seed, **json.loads(found[-1][len("RESULT "):]),
-                      "date": time.strftime("%Y-%m-%d")}
-            results.parent.mkdir(parents=True, exist_ok=True)
-            with results.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-    print(table(read_results(results)))
-    return 0
+    return run_variants(__file__, __doc__, str(REPO / "benchmarks" / "results" / "batchnorm.jsonl"), one_run, table,
+                        argv)
 
 
 if __name__ == "__main__":

@@ -144,15 +144,19 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_variants(script: str, doc: str, results: str, one_run, table, argv=None, summary=None) -> int:
+    """The command line of a benchmark of named variants over seeds (`seeds.py` itself, `batchnorm.py`): each
+    (variant, seed) not yet in ``--results`` runs ``one_run(data_dir, web_dir, weights, options, seed,
+    feature_cache)`` in a child process of ``script``, and its figures go there as one JSON line;
+    ``table(records)`` prints them; ``summary(figures)``, when given, prints a line per new run."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", default=[], metavar="NAME:JSON",
                    help="a named run: TwoPhaseTrainer arguments, plus image_size, epochs, fine_tune_epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--data-dir", default=str(DATA))
     p.add_argument("--web-dir", default=str(WEB))
     p.add_argument("--weights", default=str(WEIGHTS))
-    p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "seeds.jsonl"))
+    p.add_argument("--results", default=results)
     p.add_argument("--feature-cache", default=None, help="a folder for the fast path's cached features")
     p.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: JSON of one run, in a child
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
                 continue
             if done:
                 sys.exit(f"error: variant {name!r} is recorded with other options {done[0]['options']}; rename it")
-            command = [sys.executable, __file__, "--one", json.dumps({"options": options, "seed": seed}),
+            command = [sys.executable, script, "--one", json.dumps({"options": options, "seed": seed}),
                        "--data-dir", args.data_dir, "--web-dir", args.web_dir or "", "--weights", args.weights]
             if args.feature_cache:
                 command += ["--feature-cache", args.feature_cache]
@@ -196,10 +200,19 @@ def main(argv=None) -> int:
                       "date": time.strftime("%Y-%m-%d")}
             with results.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(f"   val {figures['val_acc']:.4f}  web {figures.get('web_acc', float('nan')):.4f}  "
-                  f"{figures['prep_s'] + figures['phase1_s'] + figures['phase2_s']:.0f} s", flush=True)
+            if summary is not None:
+                summary(figures)
     print(table(read_results(results)))
     return 0
+
+
+def main(argv=None) -> int:
+    def summary(figures):
+        print(f"   val {figures['val_acc']:.4f}  web {figures.get('web_acc', float('nan')):.4f}  "
+              f"{figures['prep_s'] + figures['phase1_s'] + figures['phase2_s']:.0f} s", flush=True)
+
+    return run_variants(__file__, __doc__, str(REPO / "benchmarks" / "results" / "seeds.jsonl"), one_run, table,
+                        argv, summary)
 
 
 if __name__ == "__main__":
