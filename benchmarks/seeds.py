@@ -135,6 +135,8 @@ def table(records: list[dict]) -> str:
                   "TTA (per seed) | mean |", "|" + "---|" * 6]
         for name, runs in mirrored.items():
             def pair(key):
+                if any(r.get(key) is None for r in runs):  # no --web-dir: no web figures
+                    return ["–", "–"]
                 plain = [100 * r[key] for r in runs]
                 tta = [100 * r[f"{key}_tta"] for r in runs]
                 return [" / ".join(f"{a:.2f} → {b:.2f}" for a, b in zip(plain, tta)),
